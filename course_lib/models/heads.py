@@ -40,8 +40,8 @@ class SemanticFPNHead(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, strides: list[int], head_channels: int = 128) -> None:
         super().__init__()
-        if any(s < 4 or s & (s - 1) for s in strides):
-            raise ValueError(f"strides must be powers of two >= 4, got {strides}")
+        if any(s < 4 or s & (s - 1) for s in strides) or sorted(set(strides)) != list(strides):
+            raise ValueError(f"strides must be increasing powers of two >= 4, got {strides}")
         self.strides = list(strides)
         self.scale_heads = nn.ModuleList()
         for stride in strides:
@@ -66,15 +66,17 @@ class SemanticFPNHead(nn.Module):
                 raise ValueError("output_size (the stride-4 size) is needed when the pyramid has no stride-4 level")
             sizes[4] = tuple(output_size)
 
+        # Coarsest level first: its upsampled map is saved by no autograd node, so the sum
+        # can accumulate into it in place (one stride-4 map less at peak memory).
         total: Tensor | None = None
-        for stride, x, stages in zip(self.strides, maps, self.scale_heads):
+        for stride, x, stages in reversed(list(zip(self.strides, maps, self.scale_heads))):
             for stage in stages:
                 x = stage(x)
                 if stride > 4:
                     stride //= 2
                     size = sizes.get(stride) or _half_up(sizes[4], stride // 4)
                     x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
-            total = x if total is None else total + x
+            total = x if total is None else total.add_(x)
         return self.classifier(total)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -36,9 +37,14 @@ class Segmenter(nn.Module):
     def num_classes(self) -> int:
         return self.head.classifier.out_channels
 
+    def _stem_weight(self) -> Tensor:
+        return next(self.backbone.parameters())
+
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() != 4 or min(x.shape[-2:]) < MIN_INPUT_SIZE:
             raise ValueError(f"expected images (N, C, H, W) with H, W >= {MIN_INPUT_SIZE}, got {tuple(x.shape)}")
+        if self._stem_weight().is_contiguous(memory_format=torch.channels_last):
+            x = x.contiguous(memory_format=torch.channels_last)  # match a channels-last model
         features = self.backbone(x)
         pyramid = self.neck(features)
         stride4_size = features["c2"].shape[-2:]

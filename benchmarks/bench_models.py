@@ -1,0 +1,184 @@
+"""Benchmark: our ResNet-FPN and CombinedLoss against segmentation_models_pytorch and MONAI.
+
+Speed is measured interleaved in one process (ours, theirs, ours, theirs, ...) so that
+machine noise hits both alike; peak memory of a training step is measured in a fresh
+subprocess per model (peak RSS growth on CPU, ``max_memory_allocated`` on CUDA).
+
+    python benchmarks/bench_models.py --out build/bench.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from course_lib.device import resolve_device
+from course_lib.losses import CombinedLoss
+from course_lib.models import ResNetFPN
+from course_lib.train import prepare_model, train_step
+
+NUM_CLASSES = 4
+
+
+def build(which: str, device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer, bool]:
+    """The model as each library's user trains it; returns (model, optimizer, channels_last)."""
+    torch.manual_seed(0)
+    if which == "ours":
+        model = ResNetFPN(NUM_CLASSES, backbone="resnet34")
+        channels_last = prepare_model(model, device)  # what course_lib.train.fit does
+    else:
+        import segmentation_models_pytorch as smp
+
+        model = smp.FPN("resnet34", encoder_weights=None, classes=NUM_CLASSES).to(device)
+        channels_last = False
+    return model, torch.optim.AdamW(model.parameters(), lr=1e-4), channels_last
+
+
+def batch(args, device: torch.device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(args.batch, 3, args.size, args.size, generator=g)
+    y = torch.randint(0, NUM_CLASSES, (args.batch, args.size, args.size), generator=g)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x.to(device), y.to(device)
+
+
+def ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, target)
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_models(args, device) -> dict[str, float]:
+    runs = {}
+    for which in ("ours", "smp"):
+        model, opt, cl = build(which, device)
+        runs[which] = (model, opt, *batch(args, device, cl))
+    seconds: dict[str, list[float]] = {k: [] for k in runs}
+    for rep in range(args.warmup + args.repeats):
+        for which, (model, opt, x, y) in runs.items():
+            sync(device)
+            start = time.perf_counter()
+            train_step(model, x, y, ce, opt)
+            sync(device)
+            if rep >= args.warmup:
+                seconds[which].append(time.perf_counter() - start)
+    return {k: args.batch / statistics.median(v) for k, v in seconds.items()}
+
+
+def time_losses(args, device) -> dict[str, float]:
+    from monai.losses import DiceCELoss
+
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(args.batch, NUM_CLASSES, args.size, args.size, generator=g).to(device)
+    target = torch.randint(0, NUM_CLASSES, (args.batch, args.size, args.size), generator=g).to(device)
+    ours, theirs = CombinedLoss(ce=1.0, dice=1.0), DiceCELoss(softmax=True, to_onehot_y=True, batch=True)
+    calls = {
+        "ours": lambda z: ours(z, target)["loss"],
+        "monai": lambda z: theirs(z, target[:, None]),
+    }
+    seconds: dict[str, list[float]] = {k: [] for k in calls}
+    for rep in range(args.warmup + 3 * args.repeats):
+        for name, fn in calls.items():
+            z = logits.detach().requires_grad_(True)
+            sync(device)
+            start = time.perf_counter()
+            fn(z).backward()
+            sync(device)
+            if rep >= args.warmup:
+                seconds[name].append(time.perf_counter() - start)
+    return {k: args.batch / statistics.median(v) for k, v in seconds.items()}
+
+
+def peak_memory_mb(which: str, args) -> float:
+    """Peak memory of training steps, in a fresh process so that RSS belongs to one model."""
+    cmd = [sys.executable, __file__, "--memory-probe", which, "--size", str(args.size),
+           "--batch", str(args.batch), "--device", args.device]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return float(out.strip().splitlines()[-1])
+
+
+def memory_probe(which: str, args) -> None:
+    device = resolve_device(args.device)
+    model, opt, cl = build(which, device)
+    x, y = batch(args, device, cl)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    else:
+        base = _rss_mb()
+    for _ in range(3):  # the optimizer state appears on the first step
+        train_step(model, x, y, ce, opt)
+    sync(device)
+    if device.type == "cuda":
+        print((torch.cuda.max_memory_allocated() - base) / 2**20)
+    else:
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base)
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("build/bench.json"))
+    parser.add_argument("--memory-probe", choices=["ours", "smp"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_probe:
+        return memory_probe(args.memory_probe, args)
+
+    device = resolve_device(args.device)
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"batch {args.batch} × 3 × {args.size} × {args.size}", flush=True)
+    speed = time_models(args, device)
+    memory = {k: peak_memory_mb(k, args) for k in ("ours", "smp")}
+    losses = time_losses(args, device)
+    result = {
+        "device": str(device),
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "batch": args.batch,
+        "size": args.size,
+        "fpn_images_per_s": speed,
+        "fpn_peak_memory_mb": memory,
+        "loss_images_per_s": losses,
+        "fpn_vs_smp_speed_ratio": speed["ours"] / speed["smp"],
+        "fpn_vs_smp_memory_ratio": memory["ours"] / memory["smp"],
+        "loss_vs_monai_speed_ratio": losses["ours"] / losses["monai"],
+    }
+    rows = [
+        ("train step, ResNet34-FPN", "images/s", speed["ours"], speed["smp"], "smp FPN"),
+        ("train step peak memory", "MB", memory["ours"], memory["smp"], "smp FPN"),
+        ("CE + Dice loss fwd+bwd", "images/s", losses["ours"], losses["monai"], "MONAI DiceCELoss"),
+    ]
+    print(f"{'measure':28s} {'unit':9s} {'ours':>10s} {'theirs':>10s} {'ratio':>7s}  peer")
+    for name, unit, a, b, peer in rows:
+        print(f"{name:28s} {unit:9s} {a:10.2f} {b:10.2f} {a / b:7.3f}  {peer}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,322 @@
+"""Training and evaluation of segmenters (notebook 04).
+
+:func:`fit` is the loop the final assignment uses; :func:`train_step` is the one step
+students re-implement and compare against.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from course_lib.device import resolve_device, seed_everything
+from course_lib.losses import LOSS_KEYS
+from course_lib.metrics import ConfusionMatrix
+from course_lib.models import Segmenter, build_model
+
+LossFn = Callable[[Tensor, Tensor], "Tensor | dict[str, Tensor]"]
+
+
+@dataclass
+class History:
+    """What :func:`fit` records.
+
+    ``history["loss"]`` (or ``history.epoch["loss"]``) is the per-epoch mean of the training
+    total; ``loss_ce``, ``loss_dice``, ``loss_iou`` likewise, ``val_miou`` the validation mIoU
+    after each epoch and ``seconds`` each epoch's wall time. ``history.step`` holds the same
+    loss keys for every optimisation step, for smoother curves.
+    """
+
+    epoch: dict[str, list[float]] = field(default_factory=dict)
+    step: dict[str, list[float]] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> list[float]:
+        return self.epoch[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.epoch
+
+    def keys(self):
+        return self.epoch.keys()
+
+    def log(self, where: dict[str, list[float]], values: dict[str, float]) -> None:
+        for key, value in values.items():
+            where.setdefault(key, []).append(float(value))
+
+    def to_dict(self) -> dict[str, dict[str, list[float]]]:
+        return {"epoch": {k: list(v) for k, v in self.epoch.items()},
+                "step": {k: list(v) for k, v in self.step.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, dict[str, list[float]]]) -> History:
+        return cls(epoch={k: list(v) for k, v in data.get("epoch", {}).items()},
+                   step={k: list(v) for k, v in data.get("step", {}).items()})
+
+
+def mixed_precision_dtype(device: torch.device) -> torch.dtype | None:
+    """The autocast dtype used on ``device``, or ``None`` for plain float32.
+
+    CUDA: bfloat16 where supported, else float16. CPU: bfloat16 only where the processor
+    has native bf16 instructions (AVX512-BF16 or AMX; about twice the speed of float32
+    there); elsewhere bf16 would be emulated and slower, so float32. MPS: float32.
+    """
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and _cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
+
+
+def _cpu_has_native_bf16() -> bool:
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def autocast_for(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """Mixed precision where it pays off (see :func:`mixed_precision_dtype`); else a no-op."""
+    dtype = mixed_precision_dtype(device) if enabled else None
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def prepare_model(model: nn.Module, device: torch.device) -> bool:
+    """Move ``model`` to ``device`` in the memory layout that trains fastest there.
+
+    On CPU (oneDNN) and CUDA (cuDNN) convolutions run faster in channels-last (NHWC)
+    layout; :class:`~course_lib.models.Segmenter` converts its input to match. Returns
+    whether channels-last is used.
+    """
+    model.to(device)
+    channels_last = device.type in ("cpu", "cuda")
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    return channels_last
+
+
+def loss_parts(output: Tensor | dict[str, Tensor]) -> dict[str, Tensor]:
+    """A loss function's result as a dict with at least ``"loss"``."""
+    if isinstance(output, dict):
+        if "loss" not in output:
+            raise KeyError(f"a loss returning a dict must include 'loss'; got {sorted(output)}")
+        return output
+    return {"loss": output}
+
+
+def train_step(
+    model: nn.Module,
+    images: Tensor,
+    masks: Tensor,
+    loss_fn: LossFn,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler | None = None,
+    amp: bool = False,
+) -> dict[str, float]:
+    """One optimisation step: forward, loss, backward, update. Returns the losses as floats."""
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    with autocast_for(images.device, amp):
+        logits = model(images)
+    parts = loss_parts(loss_fn(logits.float(), masks))
+    loss = parts["loss"]
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite loss {loss.item()}: lower the learning rate or check the data")
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return {k: float(v.detach()) for k, v in parts.items()}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: Tensor, amp: bool = True) -> Tensor:
+    """Class labels ``(N, H, W)`` for images ``(N, 3, H, W)`` on the model's device."""
+    model.eval()
+    device = next(model.parameters()).device
+    images = images.to(device, non_blocking=True)
+    with autocast_for(device, amp):
+        logits = model(images)
+    return logits.argmax(dim=1)
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    num_classes: int | None = None,
+    ignore_index: int | None = None,
+    device: str | torch.device | None = None,
+    amp: bool = True,
+) -> dict[str, Any]:
+    """Scores a model over a whole loader with one dataset-wide confusion matrix.
+
+    Returns ``{"miou", "per_class_iou", "mean_dice", "pixel_accuracy"}``; ``miou`` leaves
+    out classes that appear in neither the targets nor the predictions.
+    """
+    if device is not None:
+        model.to(resolve_device(device))
+    num_classes = num_classes or getattr(model, "num_classes", None)
+    if num_classes is None:
+        raise ValueError("num_classes is needed for models without a num_classes attribute")
+    cm = ConfusionMatrix(num_classes, ignore_index=ignore_index)
+    for images, masks in loader:
+        cm.update(predict(model, images, amp=amp), masks)
+    return {
+        "miou": cm.mean_iou(),
+        "per_class_iou": [float(v) for v in cm.iou()],
+        "mean_dice": cm.mean_dice(),
+        "pixel_accuracy": cm.pixel_accuracy(),
+    }
+
+
+def fit(
+    model: nn.Module,
+    train_loader: Iterable,
+    val_loader: Iterable | None,
+    loss: LossFn,
+    epochs: int,
+    lr: float = 1e-3,
+    weight_decay: float = 1e-4,
+    optimizer: torch.optim.Optimizer | None = None,
+    device: str | torch.device | None = "auto",
+    amp: bool = True,
+    seed: int | None = 0,
+    checkpoint: str | os.PathLike | None = None,
+    progress: bool = True,
+    ignore_index: int | None = None,
+) -> History:
+    """Train ``model`` for ``epochs`` epochs and return its :class:`History`.
+
+    AdamW with a one-cycle schedule unless ``optimizer`` is given; device ``"auto"`` picks
+    CUDA, then MPS, then CPU; with ``amp``, mixed precision on CUDA and on CPUs with native
+    bf16 (:func:`mixed_precision_dtype`); the losses always run in float32. With ``checkpoint``
+    the model, optimizer and history are saved there after every epoch, and training
+    resumes from it when the file already exists.
+    """
+    if epochs < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs}")
+    if seed is not None:
+        seed_everything(seed)
+    device = resolve_device(device)
+    prepare_model(model, device)
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    steps_per_epoch = _len_or_none(train_loader)
+    scheduler = None
+    if steps_per_epoch:
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
+            total_steps=max(1, epochs * steps_per_epoch), pct_start=0.1)
+    use_amp = amp and mixed_precision_dtype(device) is not None
+    # loss scaling is needed for float16 only
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and mixed_precision_dtype(device) == torch.float16)
+
+    history, start_epoch = History(), 0
+    if checkpoint is not None and Path(checkpoint).is_file():
+        state = load_checkpoint(checkpoint, model, optimizer)
+        history, start_epoch = state["history"], state["epoch"]
+        if scheduler is not None:
+            for _ in range(start_epoch * steps_per_epoch):
+                scheduler.step()
+
+    bar = tqdm(total=(epochs - start_epoch) * (steps_per_epoch or 0) or None, disable=not progress,
+               desc="training", unit="step", dynamic_ncols=True)
+    for epoch in range(start_epoch, epochs):
+        started, sums, count = time.perf_counter(), {}, 0
+        for images, masks in train_loader:
+            images = images.to(device, non_blocking=True)
+            masks = masks.to(device, non_blocking=True)
+            values = train_step(model, images, masks, loss, optimizer, scaler, amp=use_amp)
+            if scheduler is not None:
+                scheduler.step()
+            history.log(history.step, values)
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{values['loss']:.3f}")
+        epoch_values = {k: v / max(count, 1) for k, v in sums.items()}
+        if val_loader is not None:
+            epoch_values["val_miou"] = evaluate(model, val_loader, ignore_index=ignore_index, amp=amp)["miou"]
+            bar.set_postfix(epoch=epoch + 1, loss=f"{epoch_values.get('loss', math.nan):.3f}",
+                            val_miou=f"{epoch_values['val_miou']:.3f}")
+        epoch_values["seconds"] = time.perf_counter() - started
+        history.log(history.epoch, epoch_values)
+        if checkpoint is not None:
+            save_checkpoint(checkpoint, model, optimizer, history, epoch=epoch + 1)
+    bar.close()
+    return history
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    history: History | None = None,
+    epoch: int = 0,
+) -> Path:
+    """Save plain data only (tensors, numbers, strings): it loads with ``weights_only=True``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "config": dict(getattr(model, "config", {})),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "history": history.to_dict() if history is not None else None,
+        "epoch": epoch,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # never leave a half-written checkpoint behind
+    return path
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    map_location: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`.
+
+    Without ``model`` the architecture is rebuilt from the stored config. Returns
+    ``{"model", "history", "epoch"}``.
+    """
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if model is None:
+        if not state.get("config"):
+            raise ValueError(f"{path} holds no model config; pass the model to load into")
+        model = build_model(state["config"])
+    model.load_state_dict(state["state_dict"])
+    if optimizer is not None and state.get("optimizer") is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    history = History.from_dict(state["history"]) if state.get("history") else History()
+    return {"model": model, "history": history, "epoch": int(state.get("epoch", 0))}
+
+
+def _len_or_none(loader: Iterable) -> int | None:
+    try:
+        return len(loader)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+__all__ = [
+    "History", "LOSS_KEYS", "Segmenter", "autocast_for", "evaluate", "fit", "load_checkpoint",
+    "loss_parts", "mixed_precision_dtype", "predict", "prepare_model", "save_checkpoint", "train_step",
+]

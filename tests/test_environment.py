@@ -1,0 +1,52 @@
+"""pyproject.toml and environment.yml describe the same environment."""
+
+import re
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONDA_NAMES = {"torch": "pytorch"}  # PyPI name -> conda-forge name
+
+
+def _split(requirement: str) -> tuple[str, str]:
+    name, spec = re.match(r"\s*([A-Za-z0-9_.\-]+)\s*(.*)", requirement).groups()
+    return name.lower().replace("_", "-"), spec.replace(" ", "")
+
+
+def _pyproject_requirements() -> dict[str, str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    reqs = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    return dict(_split(r) for r in reqs)
+
+
+def _conda_requirements() -> dict[str, str]:
+    deps, inside = {}, False
+    for line in (ROOT / "environment.yml").read_text().splitlines():
+        if line.startswith("dependencies:"):
+            inside = True
+            continue
+        m = re.match(r"\s+-\s+([^#\s][^#]*)", line) if inside else None
+        if m and not m.group(1).strip().endswith(":"):
+            name, spec = _split(m.group(1).strip())
+            deps[name] = spec
+    return deps
+
+
+def test_environment_yml_and_pyproject_list_the_same_packages_and_versions():
+    conda = _conda_requirements()
+    pypi = {CONDA_NAMES.get(name, name): spec for name, spec in _pyproject_requirements().items()}
+    assert conda.pop("python", None) is not None
+    assert conda.pop("pip", None) is not None
+    assert conda == pypi
+
+
+def test_torch_is_capped_at_the_versions_the_course_machines_serve():
+    reqs = _pyproject_requirements()
+    assert "<=2.14.1" in reqs["torch"]
+    assert "<=0.29.1" in reqs["torchvision"]
+
+
+def test_ci_runs_the_readme_test_command():
+    readme_commands = re.findall(r"^\s*(make \w+)\s*$", (ROOT / "README.md").read_text(), flags=re.M)[:2]
+    assert readme_commands == ["make demo", "make test"]
+    assert "make test" in (ROOT / ".ci/run").read_text()
