@@ -7,12 +7,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test bench lint install clean help
+.PHONY: demo reference test bench lint install clean help
 
 help:
 	@echo "make demo   - the main job (see README)"
 	@echo "make test   - the test suite"
 	@echo "make bench  - benchmarks against segmentation_models_pytorch and MONAI (writes build/bench.json)"
+	@echo "make reference - train the reference FPN and the single-scale baseline with the CPU budget"
 	@echo "make lint   - ruff"
 
 install: $(STAMP)
@@ -24,6 +25,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python -m course_lib.demo --out build/demo
+
+reference: $(STAMP)
+	$(BIN)/python -m course_lib.demo --budget reference --out build/reference
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

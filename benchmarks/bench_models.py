@@ -25,15 +25,22 @@ import torch.nn.functional as F
 from course_lib.device import resolve_device
 from course_lib.losses import CombinedLoss
 from course_lib.models import ResNetFPN
-from course_lib.train import prepare_model, train_step
+from course_lib.train import mixed_precision_dtype, prepare_model, train_step
 
 NUM_CLASSES = 4
 
 
-def build(which: str, device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer, bool]:
-    """The model as each library's user trains it; returns (model, optimizer, channels_last)."""
+# variant -> (library, mixed precision): "ours" is how course_lib.train.fit trains (channels-last,
+# bf16 autocast where the processor has it), "ours_fp32" the like-for-like float32 run,
+# "smp" how smp's documentation trains its FPN (float32, default layout).
+VARIANTS = {"ours": ("ours", True), "ours_fp32": ("ours", False), "smp": ("smp", False)}
+
+
+def build(variant: str, device: torch.device) -> tuple[torch.nn.Module, torch.optim.Optimizer, bool, bool]:
+    """The model as each library's user trains it; returns (model, optimizer, channels_last, amp)."""
+    library, amp = VARIANTS[variant]
     torch.manual_seed(0)
-    if which == "ours":
+    if library == "ours":
         model = ResNetFPN(NUM_CLASSES, backbone="resnet34")
         channels_last = prepare_model(model, device)  # what course_lib.train.fit does
     else:
@@ -41,7 +48,7 @@ def build(which: str, device: torch.device) -> tuple[torch.nn.Module, torch.opti
 
         model = smp.FPN("resnet34", encoder_weights=None, classes=NUM_CLASSES).to(device)
         channels_last = False
-    return model, torch.optim.AdamW(model.parameters(), lr=1e-4), channels_last
+    return model, torch.optim.AdamW(model.parameters(), lr=1e-4), channels_last, amp
 
 
 def batch(args, device: torch.device, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,19 +71,33 @@ def sync(device: torch.device) -> None:
 
 def time_models(args, device) -> dict[str, float]:
     runs = {}
-    for which in ("ours", "smp"):
-        model, opt, cl = build(which, device)
-        runs[which] = (model, opt, *batch(args, device, cl))
+    for variant in VARIANTS:
+        model, opt, cl, amp = build(variant, device)
+        runs[variant] = (model, opt, amp, *batch(args, device, cl))
     seconds: dict[str, list[float]] = {k: [] for k in runs}
     for rep in range(args.warmup + args.repeats):
-        for which, (model, opt, x, y) in runs.items():
+        for variant, (model, opt, amp, x, y) in runs.items():
             sync(device)
             start = time.perf_counter()
-            train_step(model, x, y, ce, opt)
+            train_step(model, x, y, ce, opt, amp=amp)
             sync(device)
             if rep >= args.warmup:
-                seconds[which].append(time.perf_counter() - start)
+                seconds[variant].append(time.perf_counter() - start)
     return {k: args.batch / statistics.median(v) for k, v in seconds.items()}
+
+
+def training_flops(args) -> dict[str, int]:
+    """Forward + backward FLOPs of one training step (convolutions and matmuls)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops = {}
+    for variant in ("ours_fp32", "smp"):
+        model, _, _, _ = build(variant, torch.device("cpu"))
+        x, y = batch(argparse.Namespace(batch=1, size=args.size), torch.device("cpu"), False)
+        with FlopCounterMode(display=False) as counter:
+            ce(model(x), y).backward()
+        flops[variant] = int(counter.get_total_flops())
+    return flops
 
 
 def time_losses(args, device) -> dict[str, float]:
@@ -111,9 +132,9 @@ def peak_memory_mb(which: str, args) -> float:
     return float(out.strip().splitlines()[-1])
 
 
-def memory_probe(which: str, args) -> None:
+def memory_probe(variant: str, args) -> None:
     device = resolve_device(args.device)
-    model, opt, cl = build(which, device)
+    model, opt, cl, amp = build(variant, device)
     x, y = batch(args, device, cl)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -121,7 +142,7 @@ def memory_probe(which: str, args) -> None:
     else:
         base = _rss_mb()
     for _ in range(3):  # the optimizer state appears on the first step
-        train_step(model, x, y, ce, opt)
+        train_step(model, x, y, ce, opt, amp=amp)
     sync(device)
     if device.type == "cuda":
         print((torch.cuda.max_memory_allocated() - base) / 2**20)
@@ -142,7 +163,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("build/bench.json"))
-    parser.add_argument("--memory-probe", choices=["ours", "smp"], help=argparse.SUPPRESS)
+    parser.add_argument("--memory-probe", choices=list(VARIANTS), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_probe:
         return memory_probe(args.memory_probe, args)
@@ -151,7 +172,8 @@ def main() -> None:
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"batch {args.batch} × 3 × {args.size} × {args.size}", flush=True)
     speed = time_models(args, device)
-    memory = {k: peak_memory_mb(k, args) for k in ("ours", "smp")}
+    memory = {k: peak_memory_mb(k, args) for k in VARIANTS}
+    flops = training_flops(args)
     losses = time_losses(args, device)
     result = {
         "device": str(device),
@@ -160,21 +182,30 @@ def main() -> None:
         "threads": torch.get_num_threads(),
         "batch": args.batch,
         "size": args.size,
+        "mixed_precision": str(mixed_precision_dtype(device)),
         "fpn_images_per_s": speed,
         "fpn_peak_memory_mb": memory,
+        "fpn_train_gflops_per_image": {k: v / 1e9 for k, v in flops.items()},
         "loss_images_per_s": losses,
         "fpn_vs_smp_speed_ratio": speed["ours"] / speed["smp"],
         "fpn_vs_smp_memory_ratio": memory["ours"] / memory["smp"],
+        "fpn_vs_smp_speed_ratio_fp32": speed["ours_fp32"] / speed["smp"],
+        "fpn_vs_smp_memory_ratio_fp32": memory["ours_fp32"] / memory["smp"],
+        "fpn_vs_smp_flop_ratio": flops["ours_fp32"] / flops["smp"],
         "loss_vs_monai_speed_ratio": losses["ours"] / losses["monai"],
     }
     rows = [
-        ("train step, ResNet34-FPN", "images/s", speed["ours"], speed["smp"], "smp FPN"),
-        ("train step peak memory", "MB", memory["ours"], memory["smp"], "smp FPN"),
+        ("train step (fit's defaults)", "images/s", speed["ours"], speed["smp"], "smp FPN, float32"),
+        ("train step, float32", "images/s", speed["ours_fp32"], speed["smp"], "smp FPN, float32"),
+        ("train step peak memory", "MB", memory["ours"], memory["smp"], "smp FPN, float32"),
+        ("  same, float32", "MB", memory["ours_fp32"], memory["smp"], "smp FPN, float32"),
+        ("train step work", "GFLOP/img", flops["ours_fp32"] / 1e9, flops["smp"] / 1e9, "smp FPN (no 3x3 output convs)"),
         ("CE + Dice loss fwd+bwd", "images/s", losses["ours"], losses["monai"], "MONAI DiceCELoss"),
     ]
-    print(f"{'measure':28s} {'unit':9s} {'ours':>10s} {'theirs':>10s} {'ratio':>7s}  peer")
+    print(f"mixed precision of fit's defaults here: {result['mixed_precision']}")
+    print(f"{'measure':30s} {'unit':10s} {'ours':>10s} {'theirs':>10s} {'ratio':>7s}  peer")
     for name, unit, a, b, peer in rows:
-        print(f"{name:28s} {unit:9s} {a:10.2f} {b:10.2f} {a / b:7.3f}  {peer}")
+        print(f"{name:30s} {unit:10s} {a:10.2f} {b:10.2f} {a / b:7.3f}  {peer}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

@@ -7,7 +7,8 @@ Building blocks, after Burt & Adelson (1983):
 - :func:`gaussian_pyramid`, :func:`laplacian_pyramid`, :func:`reconstruct_from_laplacian`.
 
 Stride arithmetic of a ResNet (:func:`conv_output_size`, :func:`feature_map_sizes`) and
-the cost comparison of FPN's Figure 1 (:func:`compare_pyramid_designs`, :func:`measure`).
+the cost comparison of FPN's Figure 1 (:func:`pyramid_designs`, :func:`compare_pyramid_designs`,
+:func:`measure`, :func:`count_flops`), and a real photograph to run them on (:func:`sample_image`).
 
 All image functions take a batch ``(N, C, H, W)`` or a single image ``(C, H, W)`` and
 return tensors of the same rank. Integer images are converted to float32; floating
@@ -16,15 +17,18 @@ images keep their dtype.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from course_lib.device import resolve_device
 
@@ -176,13 +180,73 @@ def feature_map_sizes(h: int, w: int) -> dict[str, tuple[int, int]]:
 # --------------------------------------------------------------------------- FPN Figure 1
 
 
-def featurized_image_pyramid(backbone: nn.Module, img: Tensor, levels: int) -> list[dict[str, Tensor]]:
-    """FPN Figure 1(a): run ``backbone`` on every level of the Gaussian pyramid of ``img``.
+def featurized_image_pyramid(
+    backbone: nn.Module, img: Tensor, levels: int, scales: Sequence[float] | None = None
+) -> list[dict[str, Tensor]]:
+    """FPN Figure 1(a): run ``backbone`` on every level of an image pyramid of ``img``.
+
+    Without ``scales``, the pyramid is the Gaussian pyramid of ``levels`` levels (scales
+    1, 1/2, 1/4, ...); with ``scales`` (e.g. ``(2, 1, 0.5)``, as detectors use to find
+    small objects), it is :func:`image_scales` and ``levels`` is ignored.
 
     Returns one feature dict (``{"c2": ..., "c5": ...}`` for a
-    :class:`course_lib.models.ResNetBackbone`) per image scale, finest first.
+    :class:`course_lib.models.ResNetBackbone`) per image scale, in the order of the scales.
     """
-    return [backbone(level) for level in gaussian_pyramid(img, levels)]
+    pyramid = gaussian_pyramid(img, levels) if scales is None else image_scales(img, scales)
+    return [backbone(level) for level in pyramid]
+
+
+def image_scales(img: Tensor, scales: Sequence[float]) -> list[Tensor]:
+    """``img`` resized by each factor of ``scales`` (bilinear; antialiased when shrinking).
+
+    A side of ``n`` becomes ``max(1, round(n * scale))``; a scale of 1 returns ``img`` itself.
+
+    Shape: ``(N, C, H, W)`` or ``(C, H, W)`` → a list of the same rank.
+    """
+    x, unbatched = _as_batch(img)
+    if not scales or any(s <= 0 for s in scales):
+        raise ValueError(f"scales must be positive, got {scales}")
+    out = []
+    for scale in scales:
+        if scale == 1:
+            level = x
+        else:
+            size = tuple(max(1, round(n * scale)) for n in x.shape[-2:])
+            level = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+        out.append(level.squeeze(0) if unbatched else level)
+    return out
+
+
+SAMPLE_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "camera")
+"""Photographs that ship inside scikit-image (``skimage/data``): they load without a download."""
+
+
+def sample_image(name: str = "astronaut", size: int | None = None) -> Tensor:
+    """A real photograph bundled with scikit-image, as a float32 ``(3, H, W)`` tensor in [0, 1].
+
+    Works offline: the :data:`SAMPLE_IMAGES` are files inside the installed package
+    (``skimage.data.astronaut()`` etc.); grey images get three equal channels. With
+    ``size``, the largest centred square is cut out and resized (antialiased bilinear) to
+    ``size × size``; without it the image keeps its own shape.
+    """
+    if name not in SAMPLE_IMAGES:
+        raise ValueError(f"unknown sample image {name!r}; choose one of {SAMPLE_IMAGES}")
+    import skimage.data  # imported here: only this function needs scikit-image
+
+    array = getattr(skimage.data, name)()
+    img = torch.from_numpy(array.copy()).float().div_(255.0)
+    img = img.unsqueeze(0).expand(3, -1, -1) if img.dim() == 2 else img.permute(2, 0, 1)[:3]
+    img = img.contiguous()
+    if size is not None:
+        if size < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        height, width = img.shape[-2:]
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        square = img[:, top:top + side, left:left + side].unsqueeze(0)
+        img = F.interpolate(square, size=(size, size), mode="bilinear", align_corners=False,
+                            antialias=size < side)[0].clamp_(0.0, 1.0)
+    return img
 
 
 @dataclass(frozen=True)
@@ -266,7 +330,7 @@ def _cpu_peak_bytes(fn: Callable[..., Any], args: tuple[Any, ...]) -> float:
     """Peak of the running sum of CPU allocator events during ``fn(*args)``; ``nan`` if unavailable."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _quiet_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         result = fn(*args)
         del result  # freed inside the window, like any other intermediate
     try:
@@ -281,6 +345,28 @@ def _cpu_peak_bytes(fn: Callable[..., Any], args: tuple[Any, ...]) -> float:
         live += event.nbytes()
         peak = max(peak, live)
     return float(peak)
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for a moment.
+
+    The profiler's C++ library (kineto) logs every start and stop to stderr, whatever
+    the log level; in a notebook those lines would bury the results. Python-level errors
+    still show: they propagate as exceptions and are printed after the descriptor is back.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 (some embedded interpreters): nothing to hide
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def count_flops(fn: Callable[..., Any], *args: Any) -> int:
@@ -311,32 +397,70 @@ DESIGN_NAMES = (
 )
 
 
-@torch.no_grad()
+def pyramid_designs(
+    backbone: nn.Module,
+    fpn: nn.Module,
+    levels: int = 3,
+    scales: Sequence[float] | None = None,
+) -> list[tuple[str, Callable[[Tensor], list[Tensor]], int]]:
+    """The four designs of FPN's Figure 1 as functions ``image -> maps a head would predict from``.
+
+    Returns ``[(name, fn, n_feature_maps), ...]`` in the order of :data:`DESIGN_NAMES`:
+
+    (a) featurized image pyramid: ``backbone`` on every image scale (see
+        :func:`featurized_image_pyramid` for ``levels`` and ``scales``), C5 of each;
+    (b) single feature map: ``backbone`` once, ``[C5]``;
+    (c) pyramidal feature hierarchy: ``backbone`` once, ``[C2, ..., C5]``;
+    (d) feature pyramid network: ``backbone`` once, then ``fpn``: ``[P2, ..., P5]``.
+
+    Designs (b) and (c) run the same computation; they differ in what they offer the head
+    (only (c) has fine, but semantically weak, maps).
+    """
+    n_scales = levels if scales is None else len(scales)
+    return [
+        (DESIGN_NAMES[0], lambda x: [f["c5"] for f in featurized_image_pyramid(backbone, x, levels, scales)],
+         n_scales),
+        (DESIGN_NAMES[1], lambda x: [backbone(x)["c5"]], 1),
+        (DESIGN_NAMES[2], lambda x: list(backbone(x).values()), 4),
+        (DESIGN_NAMES[3], lambda x: list(fpn(backbone(x)).values()), 4),
+    ]
+
+
 def compare_pyramid_designs(
     backbone_name: str = "resnet18",
     image: Tensor | None = None,
     levels: int = 3,
     device: str | torch.device | None = None,
     repeats: int = 3,
+    *,
+    scales: Sequence[float] | None = None,
+    fpn_channels: int = 256,
+    training: bool = False,
+    progress: bool = False,
 ) -> list[DesignCost]:
-    """Time and memory of the four designs of FPN's Figure 1, in eval mode without gradients.
+    """Time and memory of the four designs of FPN's Figure 1 (see :func:`pyramid_designs`).
 
-    (a) featurized image pyramid: the backbone on each of ``levels`` image scales;
-    (b) single feature map: the backbone once, predict from C5;
-    (c) pyramidal feature hierarchy: the backbone once, predict from C2..C5;
-    (d) feature pyramid network: the backbone once plus :class:`course_lib.models.FPN`.
+    The networks are in eval mode (batch-norm statistics frozen). By default the designs
+    run without gradients, as at inference. With ``training=True`` autograd records the
+    forward pass as in a training step: every activation the backward pass will need
+    stays in memory until the outputs are freed, so the peak memory is what a training
+    step holds before its backward pass (the backward pass itself is not run, so the time
+    is that of the recorded forward pass).
 
     ``n_feature_maps`` counts the maps a head would predict from: (a) one per image scale
-    (its C5), (b) 1, (c) and (d) 4. Designs (b) and (c) run the same computation; they
-    differ in what they offer the head (only (c) has fine, but semantically weak, maps).
+    (its C5), (b) 1, (c) and (d) 4.
 
     Args:
         backbone_name: a :class:`course_lib.models.ResNetBackbone` name (random weights:
             the cost does not depend on them).
         image: ``(N, 3, H, W)`` or ``(3, H, W)``; default a random ``(1, 3, 256, 256)``.
-        levels: image scales of design (a).
+        levels: image scales of design (a) when ``scales`` is not given (a Gaussian pyramid).
         device: ``"auto"``/``None`` (best available), ``"cpu"``, ``"cuda"``, ...
         repeats: timed calls per design (see :func:`measure`).
+        scales: the image scales of design (a), e.g. ``(2, 1, 0.5)`` (see :func:`image_scales`).
+        fpn_channels: ``d``, the channels of the FPN levels (256 in the paper).
+        training: record the autograd graph (see above).
+        progress: show a progress bar (``tqdm.auto``), one step per design.
     """
     from course_lib.models import FPN, ResNetBackbone  # models import torchvision: slow
 
@@ -345,20 +469,17 @@ def compare_pyramid_designs(
         image = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     image = (image.unsqueeze(0) if image.dim() == 3 else image).to(device)
     backbone = ResNetBackbone(backbone_name).to(device).eval()
-    fpn = FPN(backbone.out_channels).to(device).eval()
+    fpn = FPN(backbone.out_channels, fpn_channels).to(device).eval()
+    designs = pyramid_designs(backbone, fpn, levels, scales)
 
-    designs: list[tuple[Callable[[Tensor], Any], int]] = [
-        (lambda x: [f["c5"] for f in featurized_image_pyramid(backbone, x, levels)], levels),
-        (lambda x: backbone(x)["c5"], 1),
-        (lambda x: list(backbone(x).values()), 4),
-        (lambda x: fpn(backbone(x)), 4),
-    ]
-    # One call of each design first: the first calls of a process pay one-off costs
-    # (allocator growth, kernel selection) that would otherwise all land on design (a).
-    for fn, _ in designs:
-        fn(image)
-    rows = []
-    for name, (fn, n_maps) in zip(DESIGN_NAMES, designs, strict=True):
-        cost = measure(fn, image, repeats=repeats, device=device)
-        rows.append(DesignCost(name, cost.seconds, cost.peak_memory_mb, n_maps))
+    with torch.set_grad_enabled(training):
+        # One call of each design first: the first calls of a process pay one-off costs
+        # (allocator growth, kernel selection) that would otherwise all land on design (a).
+        for _, fn, _ in designs:
+            fn(image)
+        rows = []
+        for name, fn, n_maps in tqdm(designs, desc="training" if training else "inference",
+                                     disable=not progress):
+            cost = measure(fn, image, repeats=repeats, device=device)
+            rows.append(DesignCost(name, cost.seconds, cost.peak_memory_mb, n_maps))
     return rows

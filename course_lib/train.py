@@ -19,10 +19,20 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from course_lib.data import IGNORE_INDEX, SIZE_BIN_NAMES, ShapesDataset, size_bins
 from course_lib.device import resolve_device, seed_everything
 from course_lib.losses import LOSS_KEYS
 from course_lib.metrics import ConfusionMatrix
 from course_lib.models import Segmenter, build_model
+
+REFERENCE_CPU: dict[str, Any] = {
+    "backbone": "resnet18", "fpn_channels": 128, "head_channels": 64,
+    "size": 96, "batch_size": 8, "lr": 3e-3, "epochs": 4,
+    "train_size": 3000, "val_size": 200, "test_size": 500, "seed": 0, "test_seed": 20_170_721,
+}
+"""The course's CPU training budget for the reference model: about 4-5 minutes on two
+cores with bf16 (``make reference`` measures it). On a GPU, use the library defaults
+(256/128 channels, size 128) and more data and epochs."""
 
 LossFn = Callable[[Tensor, Tensor], "Tensor | dict[str, Tensor]"]
 
@@ -184,6 +194,38 @@ def evaluate(
     }
 
 
+@torch.no_grad()
+def evaluate_by_object_size(
+    model: nn.Module,
+    dataset: ShapesDataset,
+    batch_size: int = 32,
+    amp: bool = True,
+) -> dict[str, float]:
+    """mIoU of the shape classes, separately for small, medium and large objects.
+
+    For the bin ``b``, pixels of objects in other bins are ignored, so the score counts
+    the objects of bin ``b`` and every false positive on the background. The mean runs
+    over the foreground classes only (the background IoU would hide small objects).
+    Returns ``{"small": ..., "medium": ..., "large": ..., "all": ...}`` (NaN for a bin
+    without objects).
+    """
+    results, names = {}, SIZE_BIN_NAMES[1:]
+    matrices = {name: ConfusionMatrix(dataset.num_classes, ignore_index=IGNORE_INDEX) for name in (*names, "all")}
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset.item_with_scales(i) for i in range(start, min(start + batch_size, len(dataset)))]
+        images, masks, scales = (torch.stack(t) for t in zip(*items))
+        pred = predict(model, images, amp=amp).cpu()
+        bins = size_bins(scales)
+        matrices["all"].update(pred, masks)
+        for b, name in enumerate(names, start=1):
+            matrices[name].update(pred, torch.where((bins == b) | (bins == 0), masks, IGNORE_INDEX))
+    for name, cm in matrices.items():
+        iou = cm.iou()[1:]  # shape classes only
+        iou = iou[~torch.isnan(iou)]
+        results[name] = float(iou.mean()) if len(iou) else math.nan
+    return results
+
+
 def fit(
     model: nn.Module,
     train_loader: Iterable,
@@ -317,6 +359,6 @@ def _len_or_none(loader: Iterable) -> int | None:
 
 
 __all__ = [
-    "History", "LOSS_KEYS", "Segmenter", "autocast_for", "evaluate", "fit", "load_checkpoint",
+    "History", "LOSS_KEYS", "Segmenter", "autocast_for", "evaluate", "evaluate_by_object_size", "fit", "load_checkpoint",
     "loss_parts", "mixed_precision_dtype", "predict", "prepare_model", "save_checkpoint", "train_step",
 ]

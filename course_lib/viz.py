@@ -72,7 +72,8 @@ def show_predictions(
     n = min(len(images), max_items)
     fig, axes = plt.subplots(n, 3, figsize=(9, 3 * n), squeeze=False)
     for i in range(n):
-        panels = [image_to_hwc(images[i]), overlay(images[i], masks[i]), overlay(images[i], predictions[i])]
+        panels = [image_to_hwc(images[i]), overlay(images[i], masks[i], alpha=0.8),
+                  overlay(images[i], predictions[i], alpha=0.8)]
         for ax, panel, title in zip(axes[i], panels, ("image", "ground truth", "prediction")):
             ax.imshow(panel)
             ax.set_axis_off()

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from course_lib.models import ResNetBackbone
+from course_lib.models import FPN, ResNetBackbone
 from course_lib.pyramids import (
     DESIGN_NAMES,
+    SAMPLE_IMAGES,
     Measurement,
     compare_pyramid_designs,
     conv_output_size,
@@ -18,11 +19,14 @@ from course_lib.pyramids import (
     feature_map_sizes,
     featurized_image_pyramid,
     gaussian_pyramid,
+    image_scales,
     laplacian_pyramid,
     measure,
+    pyramid_designs,
     pyramid_down,
     pyramid_up,
     reconstruct_from_laplacian,
+    sample_image,
 )
 
 SIZES = [(64, 64), (65, 47), (33, 18), (7, 5)]
@@ -168,3 +172,70 @@ def test_compare_pyramid_designs():
     assert [row.n_feature_maps for row in rows] == [3, 1, 4, 4]
     _, design_b, _, design_d = rows  # timings are compared in notebook 01, not asserted here
     assert design_d.peak_memory_mb > design_b.peak_memory_mb  # FPN keeps 256-channel maps at stride 4
+
+
+@pytest.mark.parametrize("name", SAMPLE_IMAGES)
+def test_sample_images_load_offline_as_float_rgb(name):
+    img = sample_image(name)
+    assert img.dim() == 3 and img.shape[0] == 3 and img.dtype == torch.float32
+    assert 0.0 <= img.min() and img.max() <= 1.0 and img.std() > 0.05  # a real photograph
+    small = sample_image(name, size=40)
+    assert small.shape == (3, 40, 40) and 0.0 <= small.min() and small.max() <= 1.0
+
+
+def test_sample_image_crops_the_centre_square():
+    full = sample_image("chelsea")  # 300 x 451
+    side = min(full.shape[-2:])
+    square = sample_image("chelsea", size=side)
+    left = (full.shape[-1] - side) // 2
+    assert torch.allclose(square, full[:, :, left:left + side], atol=1e-5)
+    with pytest.raises(ValueError):
+        sample_image("not-an-image")
+
+
+def test_image_scales():
+    img = torch.rand(1, 3, 40, 30)
+    up, same, down = image_scales(img, (2, 1, 0.5))
+    assert up.shape == (1, 3, 80, 60) and same is img and down.shape == (1, 3, 20, 15)
+    flat = torch.full((3, 9, 7), 0.25)
+    assert all(torch.allclose(t, torch.full_like(t, 0.25), atol=1e-6) for t in image_scales(flat, (3, 0.4)))
+    with pytest.raises(ValueError):
+        image_scales(img, (1, 0))
+
+
+def test_pyramid_designs_with_upsampled_scales_cost_the_sum_of_their_pixels():
+    backbone = ResNetBackbone("resnet18").eval()
+    fpn = FPN(backbone.out_channels, 32).eval()
+    img = torch.rand(1, 3, 64, 64)
+    designs = pyramid_designs(backbone, fpn, scales=(2, 1, 0.5))
+    assert [d[0] for d in designs] == list(DESIGN_NAMES) and [d[2] for d in designs] == [3, 1, 4, 4]
+    with torch.no_grad():
+        outputs = [fn(img) for _, fn, _ in designs]
+    assert [tuple(t.shape[-2:]) for t in outputs[0]] == [(4, 4), (2, 2), (1, 1)]
+    assert [t.shape[1] for t in outputs[3]] == [32] * 4
+    flops = [count_flops(fn, img) for _, fn, _ in designs]
+    assert flops[0] / flops[1] == pytest.approx(4 + 1 + 1 / 4, rel=0.05)
+    assert flops[1] == flops[2] < flops[3]
+
+
+def test_compare_pyramid_designs_training_keeps_every_scale_in_memory():
+    img = torch.rand(1, 3, 128, 128)
+    kwargs = dict(levels=3, device="cpu", repeats=1, scales=(1, 1, 1), fpn_channels=64)
+    inference = compare_pyramid_designs("resnet18", img, **kwargs)
+    training = compare_pyramid_designs("resnet18", img, training=True, **kwargs)
+    assert [row.n_feature_maps for row in training] == [3, 1, 4, 4]
+    # At inference each scale's activations are freed before the next scale runs;
+    # in training all three graphs stay alive at once.
+    assert inference[0].peak_memory_mb < 1.5 * inference[1].peak_memory_mb
+    assert training[0].peak_memory_mb > 2.5 * training[1].peak_memory_mb
+    assert training[1].peak_memory_mb > 2 * inference[1].peak_memory_mb
+
+
+def test_measure_on_cpu_does_not_print_the_profilers_logs(capfd):
+    measure(lambda n: torch.ones(n).sum(), 1000, repeats=1, device="cpu")
+    captured = capfd.readouterr()
+    assert "profiler" not in captured.err and "USDT" not in captured.err
+    import sys
+
+    print("still here", file=sys.stderr)  # stderr works again afterwards
+    assert "still here" in capfd.readouterr().err

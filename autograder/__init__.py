@@ -1,0 +1,1 @@
+"""The course's grading harness around nbgrader and papermill."""

@@ -1,0 +1,67 @@
+"""The course's assignments and the notebook parameters for quick runs.
+
+``SMALL_PARAMETERS`` is the documented small setting: with it every notebook runs in
+about a minute on two CPU cores (CI, the tests and quick grading use it). The defaults
+in each notebook's ``parameters`` cell give the full experience.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = ROOT / "solutions"
+NOTEBOOKS = ROOT / "notebooks"
+
+ASSIGNMENTS: dict[str, str] = {
+    "01_pyramids_vs_fpn": "pyramids_vs_fpn.ipynb",
+    "02_resnet_fpn": "resnet_fpn.ipynb",
+    "03_dice_iou": "dice_iou.ipynb",
+    "04_segmentation_assignment": "segmentation_assignment.ipynb",
+}
+
+SMALL_PARAMETERS: dict[str, dict[str, object]] = {
+    "01_pyramids_vs_fpn": {"image_size": 128, "repeats": 1},
+    "02_resnet_fpn": {"image_height": 64, "image_width": 96, "fpn_channels": 64},
+    "03_dice_iou": {"num_samples": 200, "mask_size": 16, "image_size": 32, "demo_size": 64},
+    "04_segmentation_assignment": {},
+}
+
+
+def solution_path(assignment: str) -> Path:
+    return SOLUTIONS / assignment / ASSIGNMENTS[assignment]
+
+
+def student_path(assignment: str) -> Path:
+    return NOTEBOOKS / assignment / ASSIGNMENTS[assignment]
+
+
+def parameters_cell(nb) -> dict:
+    """The cell tagged ``parameters`` (papermill's convention) of a notebook node."""
+    for cell in nb.cells:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            return cell
+    raise ValueError("the notebook has no cell tagged 'parameters'")
+
+
+def pin_parameters(nb, values: dict[str, object]) -> None:
+    """Rewrite ``name = value`` lines of the parameters cell in place, keeping comments.
+
+    Every name must already be a parameter: a typo raises instead of being ignored.
+    Values are written with ``repr`` so they stay Python literals.
+    """
+    cell = parameters_cell(nb)
+    lines = cell.source.splitlines()
+    for name, value in values.items():
+        pattern = re.compile(rf"^{re.escape(name)}\s*=\s*(?P<value>[^#]*?)\s*(?P<comment>#.*)?$")
+        for i, line in enumerate(lines):
+            match = pattern.match(line)
+            if match:
+                comment = f"  {match['comment']}" if match["comment"] else ""
+                lines[i] = f"{name} = {value!r}{comment}"
+                break
+        else:
+            known = [m.group(1) for m in (re.match(r"^(\w+)\s*=", line) for line in lines) if m]
+            raise KeyError(f"{name!r} is not a parameter of this notebook; it has {known}")
+    cell.source = "\n".join(lines)

@@ -1,0 +1,59 @@
+"""Interactive controls that degrade to a static figure where no frontend shows widgets.
+
+Under JupyterLab, Jupyter Notebook 7 or VS Code the controls are live ipywidgets; under
+papermill, nbconvert, nbgrader and CI nothing would render them, so the function runs
+once with the controls' current values and its figure is shown as a plain output.
+``COURSE_LIB_WIDGETS=1`` or ``=0`` forces either behaviour.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+
+def has_widget_frontend() -> bool:
+    """Whether a frontend that renders ipywidgets is attached to this kernel."""
+    forced = os.environ.get("COURSE_LIB_WIDGETS")
+    if forced is not None:
+        return forced.strip().lower() in ("1", "true", "yes", "on")
+    if os.environ.get("NBGRADER_EXECUTION"):
+        return False
+    # jupyter_server names the session of every kernel it starts; nbclient/papermill do not.
+    return bool(os.environ.get("JPY_SESSION_NAME") or os.environ.get("VSCODE_PID"))
+
+
+def interact_or_static(fn: Callable[..., Any], **controls: Any) -> Any:
+    """``ipywidgets.interact(fn, **controls)`` with a frontend; else ``fn`` at the controls' values.
+
+    ``controls`` are ipywidgets widgets (e.g. ``IntSlider(value=1, min=0, max=4)``): their
+    ``value`` is what the static call uses. Figures returned by ``fn`` are displayed.
+    """
+    if has_widget_frontend():
+        import ipywidgets
+
+        return ipywidgets.interact(_showing(fn), **controls)
+    values = {name: getattr(control, "value", control) for name, control in controls.items()}
+    return _showing(fn)(**values)
+
+
+def _showing(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap ``fn`` so that a matplotlib figure it returns is displayed and closed."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs: Any) -> Any:
+        result = fn(**kwargs)
+        from matplotlib.figure import Figure
+
+        if isinstance(result, Figure):
+            import matplotlib.pyplot as plt
+            from IPython.display import display
+
+            display(result)
+            plt.close(result)
+            return None
+        return result
+
+    return wrapper

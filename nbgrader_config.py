@@ -1,0 +1,35 @@
+"""nbgrader configuration of the course. The repository root is the course root.
+
+    solutions/<assignment>/   nbgrader's source step (instructor notebooks)
+    notebooks/<assignment>/   nbgrader's release step (student versions, committed)
+    submitted/<student>/<assignment>/, autograded/, feedback/   created by nbgrader
+    gradebook.db              the gradebook (SQLite; set NBGRADER_DB_URL for another database)
+
+Run nbgrader from this folder, e.g. ``nbgrader generate_assignment 03_dice_iou --force``
+or ``nbgrader autograde 03_dice_iou``.
+"""
+
+import os
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+
+c = get_config()  # noqa: F821 (provided by traitlets when nbgrader loads this file)
+
+c.CourseDirectory.root = ROOT
+c.CourseDirectory.course_id = "fpn-segmentation"
+c.CourseDirectory.source_directory = "solutions"
+c.CourseDirectory.release_directory = "notebooks"
+c.CourseDirectory.db_url = os.environ.get("NBGRADER_DB_URL", "sqlite:///" + os.path.join(ROOT, "gradebook.db"))
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "*.pt"]
+
+# The student version: outputs cleared, solutions replaced by this stub.
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# Per-cell timeout while autograding (Execute.timeout, not ExecutePreprocessor.timeout,
+# which nbgrader ignores). Training cells of the final assignment get more through the
+# harness; see autograder/README.
+c.Execute.timeout = int(os.environ.get("NBGRADER_CELL_TIMEOUT", "600"))
+
+# Restore cells that students deleted, from the gradebook.
+c.OverwriteCells.add_missing_cells = True

@@ -1,0 +1,160 @@
+"""The course notebooks: nbgrader metadata, regenerated student versions, execution with
+papermill, and nbgrader's autograde of the solutions and of untouched student versions.
+
+Execution uses the small setting (``autograder.course.SMALL_PARAMETERS``) so that each
+notebook runs in about a minute on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder.course import (
+    ASSIGNMENTS,
+    ROOT,
+    SMALL_PARAMETERS,
+    parameters_cell,
+    pin_parameters,
+    solution_path,
+    student_path,
+)
+
+NBGRADER = [sys.executable, "-m", "nbgrader"]
+STUDENTS = ("solution", "untouched")
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def _nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
+    # nbgrader runs `alembic` from PATH when it creates a gradebook
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = dict(os.environ, PATH=path, NBGRADER_DB_URL=f"sqlite:///{course / 'gradebook.db'}", COURSE_LIB_WIDGETS="0")
+    result = subprocess.run([*NBGRADER, *args], cwd=course, env=env, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def _make_course(root: Path, small: bool) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ROOT / "nbgrader_config.py", root)
+    shutil.copytree(ROOT / "solutions", root / "solutions")
+    if small:
+        for assignment in ASSIGNMENTS:
+            path = root / "solutions" / assignment / ASSIGNMENTS[assignment]
+            nb = nbformat.read(path, as_version=4)
+            pin_parameters(nb, SMALL_PARAMETERS[assignment])
+            nbformat.write(nb, path)
+    return root
+
+
+def _nbgrader_cells(nb):
+    return [c for c in nb.cells if "nbgrader" in c.metadata]
+
+
+@pytest.mark.parametrize("path", sorted(ROOT.glob("solutions/*/*.ipynb")) + sorted(ROOT.glob("notebooks/*/*.ipynb")),
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_committed_notebooks_have_no_outputs(path):
+    nb = json.loads(path.read_text())
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            assert cell["outputs"] == [] and cell["execution_count"] is None, f"{path}: a code cell has outputs"
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_solution_has_parameters_exercises_hidden_tests_and_written_answers(assignment):
+    nb = nbformat.read(solution_path(assignment), as_version=4)
+    params = parameters_cell(nb)
+    assert params.metadata["nbgrader"]["locked"] is True
+    assert "device = \"auto\"" in params.source or "device = 'auto'" in params.source
+    assert set(SMALL_PARAMETERS[assignment]) <= {line.split("=")[0].strip() for line in params.source.splitlines() if "=" in line}
+    cells = _nbgrader_cells(nb)
+    ids = [c.metadata["nbgrader"]["grade_id"] for c in cells]
+    assert len(ids) == len(set(ids)), "grade ids must be unique"
+    solutions = [c for c in cells if c.metadata["nbgrader"].get("solution") and c.cell_type == "code"]
+    tests = [c for c in cells if c.metadata["nbgrader"].get("grade") and c.cell_type == "code"]
+    written = [c for c in cells if c.metadata["nbgrader"].get("grade") and c.cell_type == "markdown"]
+    assert solutions and tests and written
+    assert all("### BEGIN SOLUTION" in c.source for c in solutions)
+    assert all(c.metadata["nbgrader"]["locked"] and c.metadata["nbgrader"]["points"] > 0 for c in tests)
+    # every autograded exercise has at least one hidden test
+    assert all("### BEGIN HIDDEN TESTS" in c.source for c in tests)
+
+
+@pytest.mark.slow
+def test_student_versions_are_what_nbgrader_generates_from_the_solutions(tmp_path):
+    course = _make_course(tmp_path / "course", small=False)
+    for assignment in ASSIGNMENTS:
+        _nbgrader(course, "generate_assignment", assignment, "--force")
+        generated = nbformat.read(course / "notebooks" / assignment / ASSIGNMENTS[assignment], as_version=4)
+        committed = nbformat.read(student_path(assignment), as_version=4)
+        assert generated == committed, f"notebooks/{assignment} is stale: run `autograder release` (or make release)"
+        text = student_path(assignment).read_text()
+        assert "### BEGIN SOLUTION" not in text and "### BEGIN HIDDEN TESTS" not in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_solution_runs_under_papermill_with_the_small_setting(assignment, tmp_path):
+    import papermill
+
+    source = solution_path(assignment)
+    out = tmp_path / source.name
+    os.environ["COURSE_LIB_WIDGETS"] = "0"
+    papermill.execute_notebook(str(source), str(out), parameters=SMALL_PARAMETERS[assignment],
+                               cwd=str(source.parent), kernel_name="python3", progress_bar=False)
+    nb = nbformat.read(out, as_version=4)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert errors == []
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert images, "the notebook should show figures"
+
+
+@pytest.fixture(scope="module")
+def graded_course(tmp_path_factory):
+    """A temporary course with the small setting: generated, submitted by two students, autograded."""
+    course = _make_course(tmp_path_factory.mktemp("graded") / "course", small=True)
+    for assignment, name in ASSIGNMENTS.items():
+        _nbgrader(course, "generate_assignment", assignment, "--force")
+        for student, source in (("solution", course / "solutions"), ("untouched", course / "notebooks")):
+            target = course / "submitted" / student / assignment
+            target.mkdir(parents=True)
+            shutil.copy(source / assignment / name, target / name)
+        _nbgrader(course, "autograde", assignment, "--force")
+    return course
+
+
+def _autograded_points(course: Path, assignment: str, student: str) -> tuple[float, float]:
+    from nbgrader.api import Gradebook
+
+    notebook = Path(ASSIGNMENTS[assignment]).stem
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        sub = gb.find_submission_notebook(notebook, assignment, student)
+        code = [g for g in sub.grades if g.cell.cell_type == "code"]
+        return sum(g.auto_score or 0.0 for g in code), sum(g.max_score for g in code)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_autograde_gives_solutions_full_points_and_untouched_notebooks_zero(graded_course, assignment):
+    score, max_score = _autograded_points(graded_course, assignment, "solution")
+    assert max_score > 0 and score == max_score
+    score, _ = _autograded_points(graded_course, assignment, "untouched")
+    assert score == 0
+    for student in STUDENTS:
+        autograded = graded_course / "autograded" / student / assignment / ASSIGNMENTS[assignment]
+        assert autograded.is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_nbgrader_validate_passes_on_the_solution(graded_course, assignment):
+    path = graded_course / "solutions" / assignment / ASSIGNMENTS[assignment]
+    result = _nbgrader(graded_course, "validate", str(path))
+    assert "Success! Your notebook passes all the tests." in result.stdout

@@ -1,0 +1,170 @@
+"""Training loop, checkpoints and evaluation on real (small) data."""
+
+import math
+
+import pytest
+import torch
+
+from course_lib.data import ShapesDataset, make_loaders
+from course_lib.losses import LOSS_KEYS, CombinedLoss
+from course_lib.models import ResNetFPN, SingleScaleSegmenter
+from course_lib.train import (
+    History,
+    autocast_for,
+    evaluate,
+    evaluate_by_object_size,
+    fit,
+    load_checkpoint,
+    mixed_precision_dtype,
+    predict,
+    prepare_model,
+    save_checkpoint,
+    train_step,
+)
+
+
+def small_model(cls=ResNetFPN, num_classes=5):
+    return cls(num_classes, backbone="resnet18", fpn_channels=64, head_channels=32)
+
+
+@pytest.mark.slow
+def test_short_training_lowers_the_loss_and_beats_chance_on_held_out_data():
+    train, val = make_loaders(train_size=192, val_size=48, batch_size=16, size=64, seed=0)
+    model = small_model()
+    history = fit(model, train, val, CombinedLoss(ce=1.0, dice=1.0, iou=1.0), epochs=4, lr=3e-3, progress=False)
+    for key in (*LOSS_KEYS, "val_miou", "seconds"):
+        assert len(history[key]) == 4, key
+    assert len(history.step["loss"]) == 4 * len(train)
+    assert history["loss"][-1] < 0.7 * history["loss"][0]
+    # Predicting background everywhere scores about 0.18 here (background IoU / 5 classes).
+    majority = evaluate(_Constant(0, 5), val)["miou"]
+    assert majority < 0.25
+    assert history["val_miou"][-1] > majority + 0.2
+
+
+class _Constant(torch.nn.Module):
+    """Predicts one class everywhere: the majority baseline."""
+
+    def __init__(self, label, num_classes):
+        super().__init__()
+        self.label, self.num_classes = label, num_classes
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        logits = torch.zeros(x.shape[0], self.num_classes, *x.shape[-2:])
+        logits[:, self.label] = 1.0
+        return logits
+
+
+def test_train_step_returns_every_loss_part_and_updates_weights():
+    model = small_model()
+    images, masks = ShapesDataset(4, size=64).materialize()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = model.head.classifier.weight.detach().clone()
+    values = train_step(model, images, masks, CombinedLoss(ce=1.0, dice=1.0, iou=1.0), opt)
+    assert set(values) == set(LOSS_KEYS)
+    assert all(math.isfinite(v) for v in values.values())
+    assert values["loss"] == pytest.approx(values["loss_ce"] + values["loss_dice"] + values["loss_iou"], rel=1e-5)
+    assert not torch.equal(before, model.head.classifier.weight)
+
+
+def test_train_step_accepts_a_loss_returning_a_tensor_and_rejects_non_finite_losses():
+    model = small_model()
+    images, masks = ShapesDataset(2, size=64).materialize()
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    assert set(train_step(model, images, masks, torch.nn.CrossEntropyLoss(), opt)) == {"loss"}
+    with pytest.raises(FloatingPointError, match="non-finite loss"):
+        train_step(model, images, masks, lambda logits, y: logits.sum() * float("nan"), opt)
+
+
+def test_channels_last_model_gives_the_same_logits():
+    model = small_model().eval()
+    x = torch.rand(2, 3, 67, 93)
+    with torch.no_grad():
+        ref = model(x)
+        assert prepare_model(model, torch.device("cpu")) is True
+        assert model.backbone.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(model(x), ref, rtol=1e-4, atol=1e-4)
+
+
+def test_mixed_precision_policy_is_bf16_on_capable_cpus_and_off_elsewhere():
+    dtype = mixed_precision_dtype(torch.device("cpu"))
+    assert dtype in (None, torch.bfloat16)
+    assert mixed_precision_dtype(torch.device("mps")) is None
+    with autocast_for(torch.device("cpu"), enabled=False):
+        assert not torch.is_autocast_enabled("cpu")
+    with autocast_for(torch.device("cpu")):
+        assert torch.is_autocast_enabled("cpu") == (dtype is not None)
+
+
+def test_losses_stay_float32_under_cpu_autocast():
+    model = small_model()
+    images, masks = ShapesDataset(2, size=64).materialize()
+    seen = {}
+
+    def spy_loss(logits, target):
+        out = CombinedLoss(ce=1.0, dice=1.0)(logits, target)
+        seen.update(logits=logits.dtype, loss=out["loss"].dtype)
+        return out
+
+    train_step(model, images, masks, spy_loss, torch.optim.SGD(model.parameters(), lr=0.0), amp=True)
+    assert seen == {"logits": torch.float32, "loss": torch.float32}
+
+
+def test_checkpoint_round_trip_rebuilds_the_model_from_plain_data(tmp_path):
+    model = small_model(SingleScaleSegmenter, num_classes=3).eval()
+    history = History()
+    history.log(history.epoch, {"loss": 1.5, "val_miou": 0.25})
+    path = save_checkpoint(tmp_path / "ckpt" / "model.pt", model, history=history, epoch=3)
+    state = load_checkpoint(path)  # no model given: rebuilt from its config
+    clone = state["model"].eval()
+    assert type(clone) is SingleScaleSegmenter and state["epoch"] == 3
+    assert state["history"]["val_miou"] == [0.25]
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(clone(x), model(x))
+    # plain data only: loads with weights_only=True (no pickled code runs)
+    assert set(torch.load(path, weights_only=True)) == {"config", "state_dict", "optimizer", "history", "epoch"}
+    assert not (tmp_path / "ckpt" / "model.pt.tmp").exists()
+
+
+def test_fit_resumes_from_its_checkpoint(tmp_path):
+    train, val = make_loaders(train_size=16, val_size=8, batch_size=8, size=64, seed=1)
+    path = tmp_path / "run.pt"
+    model = small_model()
+    fit(model, train, val, CombinedLoss(), epochs=1, checkpoint=path, progress=False)
+    assert load_checkpoint(path)["epoch"] == 1
+    resumed = small_model()
+    history = fit(resumed, train, val, CombinedLoss(), epochs=2, checkpoint=path, progress=False)
+    assert len(history["loss"]) == 2  # one epoch restored, one trained
+    assert load_checkpoint(path)["epoch"] == 2
+    assert len(history.step["loss"]) == 2 * len(train)
+
+
+def test_fit_rejects_negative_epochs():
+    with pytest.raises(ValueError, match="epochs"):
+        fit(small_model(), [], None, CombinedLoss(), epochs=-1)
+
+
+def test_evaluate_and_predict_on_a_perfect_model():
+    ds = ShapesDataset(6, size=64, seed=3)
+    images, masks = ds.materialize()
+
+    class Oracle(torch.nn.Module):
+        num_classes = ds.num_classes
+
+        def __init__(self):
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            idx = [i for i in range(len(images)) if torch.equal(images[i], x[0])]
+            return torch.nn.functional.one_hot(masks[idx], ds.num_classes).permute(0, 3, 1, 2).float()
+
+    oracle = Oracle()
+    assert torch.equal(predict(oracle, images[:1]), masks[:1])
+    scores = evaluate(oracle, [(images[i:i + 1], masks[i:i + 1]) for i in range(6)])
+    assert scores["miou"] == 1.0 and scores["pixel_accuracy"] == 1.0 and scores["mean_dice"] == 1.0
+    by_size = evaluate_by_object_size(oracle, ds, batch_size=1)
+    assert set(by_size) == {"small", "medium", "large", "all"}
+    assert all(v == 1.0 for v in by_size.values() if not math.isnan(v))
