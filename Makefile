@@ -7,13 +7,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo reference test bench lint install clean help
+.PHONY: demo release reference test bench lint install clean help
 
 help:
 	@echo "make demo   - the main job (see README)"
 	@echo "make test   - the test suite"
 	@echo "make bench  - benchmarks against segmentation_models_pytorch and MONAI (writes build/bench.json)"
 	@echo "make reference - train the reference FPN and the single-scale baseline with the CPU budget"
+	@echo "make release - regenerate notebooks/ (student versions) from solutions/ with nbgrader"
 	@echo "make lint   - ruff"
 
 install: $(STAMP)
@@ -25,6 +26,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python -m course_lib.demo --out build/demo
+
+release: $(STAMP)
+	$(BIN)/autograder release
 
 reference: $(STAMP)
 	$(BIN)/python -m course_lib.demo --budget reference --out build/reference

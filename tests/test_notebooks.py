@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import nbformat
@@ -26,19 +25,15 @@ from autograder.course import (
     solution_path,
     student_path,
 )
+from autograder.nbgrader_runner import nbgrader_env, run_nbgrader
 
-NBGRADER = [sys.executable, "-m", "nbgrader"]
 STUDENTS = ("solution", "untouched")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
 def _nbgrader(course: Path, *args: str) -> subprocess.CompletedProcess:
-    # nbgrader runs `alembic` from PATH when it creates a gradebook
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = dict(os.environ, PATH=path, NBGRADER_DB_URL=f"sqlite:///{course / 'gradebook.db'}", COURSE_LIB_WIDGETS="0")
-    result = subprocess.run([*NBGRADER, *args], cwd=course, env=env, capture_output=True, text=True, timeout=1800)
-    assert result.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
+    env = nbgrader_env(course, {"NBGRADER_DB_URL": f"sqlite:///{course / 'gradebook.db'}"})
+    return run_nbgrader(course, *args, env=env, timeout=1800)
 
 
 def _make_course(root: Path, small: bool) -> Path:
@@ -94,7 +89,7 @@ def test_student_versions_are_what_nbgrader_generates_from_the_solutions(tmp_pat
         _nbgrader(course, "generate_assignment", assignment, "--force")
         generated = nbformat.read(course / "notebooks" / assignment / ASSIGNMENTS[assignment], as_version=4)
         committed = nbformat.read(student_path(assignment), as_version=4)
-        assert generated == committed, f"notebooks/{assignment} is stale: run `autograder release` (or make release)"
+        assert generated == committed, f"notebooks/{assignment} is stale: run `make release` (autograder release)"
         text = student_path(assignment).read_text()
         assert "### BEGIN SOLUTION" not in text and "### BEGIN HIDDEN TESTS" not in text
 
