@@ -258,12 +258,6 @@ def fit(
     prepare_model(model, device)
     if optimizer is None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    steps_per_epoch = _len_or_none(train_loader)
-    scheduler = None
-    if steps_per_epoch:
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups],
-            total_steps=max(1, epochs * steps_per_epoch), pct_start=0.1)
     use_amp = amp and mixed_precision_dtype(device) is not None
     # loss scaling is needed for float16 only
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and mixed_precision_dtype(device) == torch.float16)
@@ -272,9 +266,13 @@ def fit(
     if checkpoint is not None and Path(checkpoint).is_file():
         state = load_checkpoint(checkpoint, model, optimizer)
         history, start_epoch = state["history"], state["epoch"]
-        if scheduler is not None:
-            for _ in range(start_epoch * steps_per_epoch):
-                scheduler.step()
+    steps_per_epoch = _len_or_none(train_loader)
+    scheduler = None
+    if steps_per_epoch:
+        done = start_epoch * steps_per_epoch  # a resumed run continues its schedule
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=[g.get("max_lr", g["lr"]) for g in optimizer.param_groups],
+            total_steps=max(1, epochs * steps_per_epoch, done), pct_start=0.1, last_epoch=done - 1)
 
     bar = tqdm(total=(epochs - start_epoch) * (steps_per_epoch or 0) or None, disable=not progress,
                desc="training", unit="step", dynamic_ncols=True)

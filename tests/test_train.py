@@ -153,6 +153,14 @@ def test_fit_resumes_from_its_checkpoint(tmp_path):
     assert len(history["loss"]) == 2  # one epoch restored, one trained
     assert load_checkpoint(path)["epoch"] == 2
     assert len(history.step["loss"]) == 2 * len(train)
+    # the learning-rate schedule went on where it stopped: same as an uninterrupted run
+    straight = tmp_path / "straight.pt"
+    fit(small_model(), train, val, CombinedLoss(), epochs=2, checkpoint=straight, progress=False)
+    assert _last_lr(path) == pytest.approx(_last_lr(straight))
+
+
+def _last_lr(path):
+    return torch.load(path, weights_only=True)["optimizer"]["param_groups"][0]["lr"]
 
 
 def test_fit_rejects_negative_epochs():
