@@ -140,6 +140,7 @@ def memory_probe(variant: str, args) -> None:
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
+        _reset_peak_rss()
         base = _rss_mb()
     for _ in range(3):  # the optimizer state appears on the first step
         train_step(model, x, y, ce, opt, amp=amp)
@@ -147,12 +148,26 @@ def memory_probe(variant: str, args) -> None:
     if device.type == "cuda":
         print((torch.cuda.max_memory_allocated() - base) / 2**20)
     else:
-        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base)
+        print(_peak_rss_mb() - base)
 
 
 def _rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+def _reset_peak_rss() -> None:
+    """Reset the kernel's high-water mark: a child starts with its parent's (ru_maxrss keeps it)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
+def _peak_rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def main() -> None:

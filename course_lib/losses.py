@@ -215,11 +215,9 @@ def _check_inputs(
     valid = None if ignore_index is None else target != ignore_index
     # Ignored labels become 0 before any one-hot/scatter: an index like 255 would crash on CUDA.
     labels = target if valid is None else torch.where(valid, target, torch.zeros_like(target))
-    if mode == "multiclass":
-        bad = (labels < 0) | (labels >= n_classes)
-    else:
-        bad = (labels != 0) & (labels != 1)
-    if bad.any():
+    low, high = torch.aminmax(labels) if labels.numel() else (0, 0)  # one pass, not four
+    if low < 0 or high >= (n_classes if mode == "multiclass" else 2):
+        bad = (labels < 0) | (labels >= n_classes) if mode == "multiclass" else (labels != 0) & (labels != 1)
         wrong = torch.unique(target[bad])[:10].tolist()
         what = f"class labels in [0, {n_classes})" if mode == "multiclass" else "0 or 1"
         extra = "" if ignore_index is None else f" or ignore_index={ignore_index}"
@@ -250,10 +248,15 @@ def _class_sums(probs: Tensor, labels: Tensor, valid: Tensor | None, mode: str) 
     else:
         onehot = labels.unsqueeze(1).to(probs.dtype) * mask
     dims = (0, *range(2, probs.dim()))
+    if mode == "multiclass":  # counting labels is cheaper than summing the float one-hot
+        weights = None if valid is None else valid.reshape(-1).to(probs.dtype)
+        true = torch.bincount(labels.reshape(-1), weights=weights, minlength=probs.shape[1]).to(probs.dtype)
+    else:
+        true = torch.sum(onehot, dim=dims)
     return _Sums(
         intersection=torch.sum(probs * onehot, dim=dims),
         pred=torch.sum(probs, dim=dims),
-        target=torch.sum(onehot, dim=dims),
+        target=true,
         n_valid=n_valid,
     )
 
@@ -281,7 +284,9 @@ def _reduce(sums: _Sums, kind: str, mode: str, smooth: float) -> Tensor:
 def _cross_entropy(x: Tensor, log_p: Tensor, labels: Tensor, valid: Tensor | None, mode: str) -> Tensor:
     """Mean CE over the non-ignored pixels; 0 (not NaN, as ``F.cross_entropy`` gives) if none."""
     if mode == "multiclass":
-        per_pixel = F.nll_loss(log_p, labels, reduction="none")  # nll of log_softmax is F.cross_entropy
+        if valid is None:  # nll of log_softmax is F.cross_entropy
+            return F.nll_loss(log_p, labels) if labels.numel() else log_p.sum() * 0
+        per_pixel = F.nll_loss(log_p, labels, reduction="none")
     else:
         per_pixel = F.binary_cross_entropy_with_logits(x.squeeze(1), labels.to(x.dtype), reduction="none")
     if valid is None:
