@@ -100,28 +100,28 @@ def iou_loss(
     return _soft_loss(logits, target, "iou", mode, smooth, ignore_index)
 
 
-class DiceLoss(nn.Module):
+class _SoftLoss(nn.Module):
+    kind = ""
+
+    def __init__(self, mode: str = "multiclass", smooth: float = 0.0, ignore_index: int | None = None) -> None:
+        super().__init__()
+        _check_options(mode, smooth)
+        self.mode, self.smooth, self.ignore_index = mode, smooth, ignore_index
+
+    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
+        return _soft_loss(logits, target, self.kind, self.mode, self.smooth, self.ignore_index)
+
+
+class DiceLoss(_SoftLoss):
     """:func:`dice_loss` as a module: ``DiceLoss(mode)(logits, target)`` → scalar."""
 
-    def __init__(self, mode: str = "multiclass", smooth: float = 0.0, ignore_index: int | None = None) -> None:
-        super().__init__()
-        _check_options(mode, smooth)
-        self.mode, self.smooth, self.ignore_index = mode, smooth, ignore_index
-
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return dice_loss(logits, target, self.mode, self.smooth, self.ignore_index)
+    kind = "dice"
 
 
-class IoULoss(nn.Module):
+class IoULoss(_SoftLoss):
     """:func:`iou_loss` as a module: ``IoULoss(mode)(logits, target)`` → scalar."""
 
-    def __init__(self, mode: str = "multiclass", smooth: float = 0.0, ignore_index: int | None = None) -> None:
-        super().__init__()
-        _check_options(mode, smooth)
-        self.mode, self.smooth, self.ignore_index = mode, smooth, ignore_index
-
-    def forward(self, logits: Tensor, target: Tensor) -> Tensor:
-        return iou_loss(logits, target, self.mode, self.smooth, self.ignore_index)
+    kind = "iou"
 
 
 class CombinedLoss(nn.Module):
