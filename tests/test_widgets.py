@@ -1,0 +1,52 @@
+"""Widgets are live under a Jupyter frontend and a static figure everywhere else."""
+
+import ipywidgets
+import matplotlib.pyplot as plt
+import pytest
+
+from course_lib.widgets import has_widget_frontend, interact_or_static
+
+
+@pytest.mark.parametrize(
+    "env,expected",
+    [
+        ({}, False),  # papermill / nbconvert / plain python
+        ({"JPY_SESSION_NAME": "/home/s/03_dice_iou.ipynb"}, True),  # a kernel started by jupyter_server
+        ({"JPY_SESSION_NAME": "x.ipynb", "NBGRADER_EXECUTION": "autograde"}, False),
+        ({"JPY_SESSION_NAME": "x.ipynb", "COURSE_LIB_WIDGETS": "0"}, False),
+        ({"COURSE_LIB_WIDGETS": "1"}, True),
+    ],
+)
+def test_frontend_detection(monkeypatch, env, expected):
+    for name in ("JPY_SESSION_NAME", "VSCODE_PID", "NBGRADER_EXECUTION", "COURSE_LIB_WIDGETS"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert has_widget_frontend() is expected
+
+
+def test_without_a_frontend_the_function_runs_once_at_the_controls_values(monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_LIB_WIDGETS", "0")
+    calls = []
+
+    def draw(level, scale):
+        calls.append((level, scale))
+        fig, ax = plt.subplots()
+        ax.plot([0, level])
+        return fig
+
+    before = plt.get_fignums()
+    interact_or_static(draw, level=ipywidgets.IntSlider(value=2, min=0, max=4), scale=0.5)
+    assert calls == [(2, 0.5)]
+    assert plt.get_fignums() == before  # the figure was shown, then closed
+    assert "Figure" in capsys.readouterr().out
+
+
+def test_with_a_frontend_the_controls_are_live_widgets(monkeypatch):
+    monkeypatch.setenv("COURSE_LIB_WIDGETS", "1")
+    calls = []
+    slider = ipywidgets.IntSlider(value=1, min=0, max=3)
+    interact_or_static(lambda level: calls.append(level), level=slider)
+    assert calls == [1]  # interact draws once at the start...
+    slider.value = 3
+    assert calls == [1, 3]  # ...and again whenever the control moves
