@@ -25,7 +25,10 @@ SMALL_PARAMETERS: dict[str, dict[str, object]] = {
     "01_pyramids_vs_fpn": {"image_size": 128, "repeats": 1},
     "02_resnet_fpn": {"image_height": 64, "image_width": 96, "fpn_channels": 64},
     "03_dice_iou": {"num_samples": 200, "mask_size": 16, "image_size": 32, "demo_size": 64},
-    "04_segmentation_assignment": {},
+    "04_segmentation_assignment": {
+        "budget": "small", "image_size": 64, "train_size": 512, "val_size": 64, "test_size": 64,
+        "batch_size": 8, "epochs": 4, "fpn_channels": 64, "head_channels": 32, "lr": 3e-3,
+    },
 }
 
 
