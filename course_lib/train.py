@@ -17,13 +17,15 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
+from tqdm import std as tqdm_text
+from tqdm.auto import tqdm as tqdm_auto
 
 from course_lib.data import IGNORE_INDEX, SIZE_BIN_NAMES, ShapesDataset, size_bins
 from course_lib.device import resolve_device, seed_everything
 from course_lib.losses import LOSS_KEYS
 from course_lib.metrics import ConfusionMatrix
 from course_lib.models import Segmenter, build_model
+from course_lib.widgets import has_widget_frontend
 
 REFERENCE_CPU: dict[str, Any] = {
     "backbone": "resnet18", "fpn_channels": 128, "head_channels": 64,
@@ -274,6 +276,8 @@ def fit(
             optimizer, max_lr=[g.get("max_lr", g["lr"]) for g in optimizer.param_groups],
             total_steps=max(1, epochs * steps_per_epoch, done), pct_start=0.1, last_epoch=done - 1)
 
+    # A widget bar is saved as '0%' where no frontend renders it (papermill, nbgrader): use text there.
+    tqdm = tqdm_auto if has_widget_frontend() else tqdm_text.tqdm
     bar = tqdm(total=(epochs - start_epoch) * (steps_per_epoch or 0) or None, disable=not progress,
                desc="training", unit="step", dynamic_ncols=True)
     for epoch in range(start_epoch, epochs):
