@@ -8,7 +8,6 @@ notebook runs in about a minute on two CPU cores.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -96,12 +95,12 @@ def test_student_versions_are_what_nbgrader_generates_from_the_solutions(tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
-def test_solution_runs_under_papermill_with_the_small_setting(assignment, tmp_path):
+def test_solution_runs_under_papermill_with_the_small_setting(assignment, tmp_path, monkeypatch):
     import papermill
 
     source = solution_path(assignment)
     out = tmp_path / source.name
-    os.environ["COURSE_LIB_WIDGETS"] = "0"
+    monkeypatch.setenv("COURSE_LIB_WIDGETS", "0")  # the kernel inherits it: static figures
     papermill.execute_notebook(str(source), str(out), parameters=SMALL_PARAMETERS[assignment],
                                cwd=str(source.parent), kernel_name="python3", progress_bar=False)
     nb = nbformat.read(out, as_version=4)
