@@ -7,12 +7,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo release reference test bench lint install clean help
+.PHONY: demo train release reference test bench lint install clean help
 
 help:
-	@echo "make demo   - the main job (see README)"
+	@echo "make demo   - the main job: release, grade the example submissions of every assignment, report (build/demo)"
+	@echo "make train  - train the FPN and the single-scale baseline briefly, plots in build/train"
 	@echo "make test   - the test suite"
-	@echo "make bench  - benchmarks against segmentation_models_pytorch and MONAI (writes build/bench.json)"
+	@echo "make bench  - benchmarks: models vs smp/MONAI (build/bench.json), grading harness vs plain nbgrader (build/bench_grading.json)"
 	@echo "make reference - train the reference FPN and the single-scale baseline with the CPU budget"
 	@echo "make release - regenerate notebooks/ (student versions) from solutions/ with nbgrader"
 	@echo "make lint   - ruff"
@@ -25,7 +26,10 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m course_lib.demo --out build/demo
+	$(BIN)/python -m autograder.demo --out build/demo
+
+train: $(STAMP)
+	$(BIN)/python -m course_lib.demo --out build/train
 
 release: $(STAMP)
 	$(BIN)/autograder release
@@ -38,9 +42,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_models.py --out build/bench.json
+	$(BIN)/python benchmarks/bench_grading.py --out build/bench_grading.json
 
 lint: $(STAMP)
-	$(BIN)/ruff check course_lib tests benchmarks
+	$(BIN)/ruff check course_lib autograder tests benchmarks
 
 clean:
 	rm -rf build .pytest_cache

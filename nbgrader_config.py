@@ -29,7 +29,26 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # Per-cell timeout while autograding (Execute.timeout, not ExecutePreprocessor.timeout,
 # which nbgrader ignores). Training cells of the final assignment get more through the
 # harness; see autograder/README.
-c.Execute.timeout = int(os.environ.get("NBGRADER_CELL_TIMEOUT", "600"))
+c.Execute.timeout = int(os.environ.get("NBGRADER_CELL_TIMEOUT", "600"))  # cells without the "training" tag
 
 # Restore cells that students deleted, from the gradebook.
 c.OverwriteCells.add_missing_cells = True
+
+# Grading-time settings shared by `nbgrader autograde` and `autograder grade`
+# (autograder/nbgrader_plugins.py): the grader's pinned parameters are written into the
+# locked parameters cell after OverwriteCells restored it, and cells tagged "training"
+# get their own timeout (NBGRADER_TRAINING_TIMEOUT) instead of NBGRADER_CELL_TIMEOUT.
+from nbgrader.preprocessors import (  # noqa: E402
+    CheckCellMetadata,
+    ClearOutput,
+    DeduplicateIds,
+    OverwriteCells,
+    OverwriteKernelspec,
+)
+
+from autograder.nbgrader_plugins import PinParameters, cell_timeout  # noqa: E402
+
+c.Autograde.sanitize_preprocessors = [
+    ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, PinParameters, CheckCellMetadata,
+]
+c.Execute.timeout_func = cell_timeout

@@ -1,12 +1,24 @@
 """``autograder``: the course's command line.
 
-    autograder release [ASSIGNMENT ...]   generate notebooks/ (student versions) from solutions/
+    autograder release [ASSIGNMENT ...]
+        generate notebooks/ (student versions) from solutions/ with nbgrader
+    autograder grade ASSIGNMENT SUBMISSIONS [--workers N] [--gpus auto|none|0,1] [--timeout S]
+                     [--param NAME=VALUE ...] [--force] [--out DIR] [--db URL]
+        autograde every submission with nbgrader; writes autograded/, feedback/, grades.csv,
+        status.csv and report.html to --out (default: the course root)
+    autograder execute NOTEBOOK ... [-p NAME VALUE ...] [--out DIR]
+        run notebooks with papermill, as CI does
+
+Exit status: 0 when the batch completed (whatever the students' statuses), 2 when the
+command was misused (unknown assignment or parameter, missing SUBMISSIONS), 1 when
+nbgrader itself failed or a notebook given to ``execute`` failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from autograder.course import ASSIGNMENTS, ROOT
 from autograder.nbgrader_runner import NbgraderError, run_nbgrader
@@ -18,19 +30,121 @@ def release(assignments: list[str]) -> None:
         print(f"released notebooks/{assignment}/{ASSIGNMENTS[assignment]}")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _name_value(text: str) -> tuple[str, object]:
+    from autograder.execute import parse_value
+
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name.strip(), parse_value(value.strip())
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="autograder", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+
     p = commands.add_parser("release", help="generate the student versions in notebooks/ from solutions/")
     p.add_argument("assignments", nargs="*", metavar="ASSIGNMENT", help=f"default: all of {', '.join(ASSIGNMENTS)}")
+
+    g = commands.add_parser("grade", help="autograde a batch of submissions")
+    g.add_argument("assignment", metavar="ASSIGNMENT", help=", ".join(ASSIGNMENTS))
+    g.add_argument("submissions", metavar="SUBMISSIONS", type=Path,
+                   help="a folder of <student_id>/ folders, <student_id>.ipynb or <student_id>.zip files")
+    g.add_argument("--workers", type=int, default=None,
+                   help="parallel notebooks (default: one per GPU, else one per 2 CPU cores)")
+    g.add_argument("--gpus", default="auto", help="auto (all CUDA devices), none (CPU only) or indices like 0,1")
+    g.add_argument("--timeout", type=float, default=3600.0, help="wall-clock seconds per notebook (default 3600)")
+    g.add_argument("--cell-timeout", type=int, default=None,
+                   help="nbgrader's per-cell timeout (default: the course config, $NBGRADER_CELL_TIMEOUT or 600)")
+    g.add_argument("--training-timeout", type=int, default=None,
+                   help="the per-cell timeout of cells tagged 'training' (default $NBGRADER_TRAINING_TIMEOUT or 3600)")
+    g.add_argument("--param", dest="parameters", action="append", type=_name_value, default=[],
+                   metavar="NAME=VALUE", help="pin a parameter of the notebook (repeatable), e.g. epochs=2")
+    g.add_argument("--force", action="store_true", help="re-grade students already graded")
+    g.add_argument("--out", type=Path, default=ROOT, help="output folder (default: the course root)")
+    g.add_argument("--db", default=None, help="gradebook URL (default: the course's, $NBGRADER_DB_URL or "
+                   "sqlite:///<course root>/gradebook.db; with --out elsewhere, <out>/gradebook.db)")
+    g.add_argument("--keep-workspaces", action="store_true", help="keep each submission's private course root")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    e = commands.add_parser("execute", help="run notebooks with papermill")
+    e.add_argument("notebooks", nargs="+", type=Path, metavar="NOTEBOOK")
+    e.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    e.add_argument("--out", type=Path, default=ROOT / "build" / "executed", help="default: build/executed")
+    e.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds")
+    return parser
+
+
+def grade_command(args, parser) -> int:
+    import os
+
+    from autograder import gradebook, grading
+
+    if args.assignment not in ASSIGNMENTS:
+        parser.error(f"unknown assignment {args.assignment!r}; the course has {', '.join(ASSIGNMENTS)}")
+    if not args.submissions.exists():
+        parser.error(f"SUBMISSIONS {args.submissions} does not exist")
+    parameters = dict(args.parameters)
+    try:
+        grading.check_parameters(args.assignment, parameters)
+        slots = grading.make_slots(args.workers, grading.parse_gpus(args.gpus))
+    except ValueError as err:
+        parser.error(str(err))
+    out = args.out.resolve()
+    if args.db:
+        db_url = args.db
+    elif out == ROOT.resolve() or os.environ.get("NBGRADER_DB_URL"):
+        db_url = gradebook.course_db_url()
+    else:
+        db_url = gradebook.sqlite_url(out / "gradebook.db")
+    opts = grading.GradingOptions(
+        assignment=args.assignment, submissions=args.submissions.resolve(), out=out, db_url=db_url, slots=slots,
+        timeout=args.timeout, cell_timeout=args.cell_timeout, training_timeout=args.training_timeout,
+        parameters=parameters, force=args.force, progress=not args.no_progress, keep_workspaces=args.keep_workspaces,
+    )
+    devices = ", ".join(sorted({s.device for s in slots}))
+    print(f"grading {args.assignment}: {len(slots)} worker(s) on {devices}, {slots[0].threads} CPU thread(s) each; "
+          f"gradebook {db_url}", flush=True)
+    result = grading.grade(opts)
+    counts: dict[str, int] = {}
+    for o in result.outcomes:
+        counts[o["status"]] = counts.get(o["status"], 0) + 1
+    done = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing new"
+    skipped = f"; {len(result.skipped)} skipped (already graded, unchanged)" if result.skipped else ""
+    print(f"{args.assignment}: {done}{skipped} in {result.seconds:.0f} s -> {out / 'status.csv'}, "
+          f"{out / 'grades.csv'}, {out / 'report.html'}")
+    return 0
+
+
+def execute_command(args) -> int:
+    from autograder.execute import NotebookFailed, execute_notebook, parse_value
+
+    parameters = {name: parse_value(value) for name, value in args.parameter}
+    failed = 0
+    for notebook in args.notebooks:
+        try:
+            output, seconds = execute_notebook(notebook, args.out, parameters, timeout=args.timeout)
+            print(f"ok      {notebook} -> {output} ({seconds:.0f} s)")
+        except (NotebookFailed, FileNotFoundError, ValueError) as err:
+            print(f"FAILED  {err}", file=sys.stderr)
+            failed += 1
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
     args = parser.parse_args(argv)
-    unknown = sorted(set(args.assignments) - set(ASSIGNMENTS))
-    if unknown:
-        parser.error(f"unknown assignment(s) {', '.join(unknown)}; the course has {', '.join(ASSIGNMENTS)}")
     try:
         if args.command == "release":
+            unknown = sorted(set(args.assignments) - set(ASSIGNMENTS))
+            if unknown:
+                parser.error(f"unknown assignment(s) {', '.join(unknown)}; the course has {', '.join(ASSIGNMENTS)}")
             release(args.assignments or list(ASSIGNMENTS))
+        elif args.command == "grade":
+            return grade_command(args, parser)
+        elif args.command == "execute":
+            return execute_command(args)
     except NbgraderError as err:
         print(f"autograder: {err}", file=sys.stderr)
         return 1

@@ -1,0 +1,115 @@
+"""Example submissions for every assignment, made from the student version and the solutions.
+
+    python -m autograder.examples      # rewrite autograder/examples/ (after `make release`)
+
+Each assignment's folder is a SUBMISSIONS folder for ``autograder grade``, one student per
+way a real submission can turn out. ``EXPECTED`` says what grading must give each one
+(``make demo`` prints it, a test checks it):
+
+    complete/          every exercise solved and every answer written       graded, all autograded points
+    untouched.ipynb    the student version as released                      graded, 0 points
+    partial/           all but the last exercise solved                     graded, some points
+    raises.zip         the first exercise's cell raises before its code     graded, some points
+    loops/             the first exercise's cell loops forever              timeout, the rest graded
+    broken_json.ipynb  a notebook cut off mid-file                          invalid
+    missing_notebook/  a folder without the notebook                        invalid
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import sys
+import zipfile
+from pathlib import Path
+
+import nbformat
+
+from autograder.course import ASSIGNMENTS, solution_path, student_path
+
+EXAMPLES = Path(__file__).resolve().parent / "examples"
+
+# status, and the allowed share of the autograded points as (low, high), inclusive
+EXPECTED: dict[str, tuple[str, tuple[float, float]]] = {
+    "complete": ("graded", (1.0, 1.0)),
+    "untouched": ("graded", (0.0, 0.0)),
+    "partial": ("graded", (0.01, 0.99)),
+    "raises": ("graded", (0.01, 0.99)),
+    "loops": ("timeout", (0.0, 0.99)),
+    "broken_json": ("invalid", (0.0, 0.0)),
+    "missing_notebook": ("invalid", (0.0, 0.0)),
+}
+RAISE_LINE = 'raise RuntimeError("a bug in the student\'s code")  # example submission: this cell raises'
+LOOP_LINE = "while True:  # example submission: this cell never ends\n    pass"
+MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
+
+
+def _solution_text(cell) -> str:
+    if cell.cell_type == "markdown":
+        return cell.source
+    return "\n".join(line for line in cell.source.splitlines() if line.strip() not in MARKERS)
+
+
+def completed(assignment: str, skip_last_exercise: bool = False):
+    """The student version with the solutions written in, as a student would hand it in."""
+    nb = nbformat.read(student_path(assignment), as_version=4)
+    source = nbformat.read(solution_path(assignment), as_version=4)
+    answers = {c.metadata["nbgrader"]["grade_id"]: c for c in source.cells
+               if c.metadata.get("nbgrader", {}).get("solution")}
+    exercises = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution")]
+    last_code = [c for c in exercises if c.cell_type == "code"][-1]
+    for cell in exercises:
+        if skip_last_exercise and cell is last_code:
+            continue
+        cell.source = _solution_text(answers[cell.metadata["nbgrader"]["grade_id"]])
+    return nb
+
+
+def _first_exercise(nb):
+    return next(c for c in nb.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution"))
+
+
+def make_examples(assignment: str, target: Path) -> None:
+    name = ASSIGNMENTS[assignment]
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+
+    def write(nb, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, path)
+
+    write(completed(assignment), target / "complete" / name)
+    shutil.copy(student_path(assignment), target / "untouched.ipynb")
+    write(completed(assignment, skip_last_exercise=True), target / "partial" / name)
+
+    raises = completed(assignment)
+    cell = _first_exercise(raises)
+    cell.source = RAISE_LINE + "\n" + cell.source
+    buffer = io.StringIO()
+    nbformat.write(raises, buffer)
+    with zipfile.ZipFile(target / "raises.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        info = zipfile.ZipInfo(f"raises/{name}", date_time=(2026, 1, 1, 0, 0, 0))
+        info.external_attr = 0o644 << 16
+        archive.writestr(info, buffer.getvalue())
+
+    loops = completed(assignment)
+    cell = _first_exercise(loops)
+    cell.source = LOOP_LINE + "\n" + cell.source
+    write(loops, target / "loops" / name)
+
+    text = (target / "complete" / name).read_text()
+    (target / "broken_json.ipynb").write_text(text[: len(text) // 2])
+    (target / "missing_notebook").mkdir()
+    (target / "missing_notebook" / "README.txt").write_text(f"I forgot to attach {name}.\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    for assignment in argv or list(ASSIGNMENTS):
+        make_examples(assignment, EXAMPLES / assignment)
+        print(f"wrote {EXAMPLES / assignment}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,497 @@
+"""``autograder grade``: autograde a batch of submissions with nbgrader, in parallel.
+
+Shaped like nbgrader's converters, as a list of small steps. Each submission goes through
+``SUBMISSION_STEPS`` in a worker thread, in a private course root of its own (the course's
+``nbgrader_config.py``, a copy of the template gradebook, the staged submission), where
+the real ``nbgrader autograde`` and ``nbgrader generate_feedback`` run as subprocesses
+pinned to a CPU share or a GPU. Then ``RECORD_STEPS`` run in the main thread, one
+submission at a time: grades into the course gradebook (see :mod:`autograder.gradebook`),
+files into ``--out``, a line in the journal, ``status.csv``. A step ends a submission early
+by raising :class:`Verdict`; any other exception is a harness fault, status ``error``.
+
+Re-running skips what the journal says is done, unless the submission, the assignment's
+source or the pinned parameters changed, or ``force`` is set. A run killed at any point
+(even SIGKILL) loses nothing: a submission counts as done only once its journal line is
+written, after its grades are in the gradebook, and recording replaces earlier grades.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import nbformat
+import psutil
+from tqdm.auto import tqdm
+
+from autograder import gradebook, submissions
+from autograder.course import ASSIGNMENTS, SOLUTIONS, parameters_cell
+from autograder.nbgrader_plugins import CELL_TIMEOUT_ENV, PARAMETERS_ENV, TRAINING_TIMEOUT_ENV
+from autograder.nbgrader_runner import nbgrader_env, run_nbgrader
+from autograder.report import write_report
+
+STATUSES = ("graded", "timeout", "crashed", "invalid", "error")
+FINAL = {"graded", "timeout", "crashed", "invalid"}  # not re-run unless something changed
+STATUS_COLUMNS = ("assignment", "student", "status", "reason", "score", "max_score", "auto_score",
+                  "auto_max_score", "needs_manual_grade", "seconds", "device", "graded_at")
+DEFAULT_TIMEOUT = 3600.0
+KERNEL_DIED = ("DeadKernelError", "Kernel died", "kernel became unresponsive", "UnresponsiveKernelError")
+
+
+class Verdict(Exception):
+    """Ends a submission's steps with a status and a one-line reason."""
+
+    def __init__(self, status: str, reason: str):
+        assert status in STATUSES
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
+# --------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class Slot:
+    """Where one worker runs: a GPU (CUDA index as the host sees it) or the CPU, and threads."""
+
+    gpu: str | None
+    threads: int
+
+    @property
+    def device(self) -> str:
+        return f"cuda:{self.gpu}" if self.gpu is not None else "cpu"
+
+
+def detect_gpus() -> list[str]:
+    """CUDA devices this process may use: $CUDA_VISIBLE_DEVICES if set, else ``nvidia-smi``."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
+def parse_gpus(value: str) -> list[str]:
+    """``auto`` (all CUDA devices found), ``none`` (CPU only) or a list like ``0,1``."""
+    value = value.strip().lower()
+    if value == "auto":
+        return detect_gpus()
+    if value in ("none", "cpu", ""):
+        return []
+    ids = [v.strip() for v in value.split(",")]
+    if not all(v.isdigit() for v in ids):
+        raise ValueError(f"--gpus takes auto, none or CUDA indices like 0,1; got {value!r}")
+    return ids
+
+
+def make_slots(workers: int | None, gpus: list[str], cpus: int | None = None) -> list[Slot]:
+    """One slot per worker. GPUs are shared out round-robin (default: a worker per GPU);
+    on CPU the default is a worker per 2 cores. CPU threads are split between workers so
+    that parallel kernels never oversubscribe the cores."""
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if workers is None:
+        workers = len(gpus) if gpus else max(1, cpus // 2)
+    if workers < 1:
+        raise ValueError("--workers must be at least 1")
+    threads = max(1, cpus // workers)
+    return [Slot(gpus[i % len(gpus)] if gpus else None, threads) for i in range(workers)]
+
+
+@dataclass
+class GradingOptions:
+    assignment: str
+    submissions: Path
+    out: Path
+    db_url: str
+    slots: list[Slot]
+    timeout: float = DEFAULT_TIMEOUT          # wall clock per notebook
+    cell_timeout: int | None = None           # nbgrader's per-cell timeout (course config otherwise)
+    training_timeout: int | None = None       # the same for cells tagged "training"
+    parameters: dict[str, object] = field(default_factory=dict)
+    force: bool = False
+    progress: bool = True
+    keep_workspaces: bool = False
+
+    @property
+    def notebook(self) -> str:
+        return ASSIGNMENTS[self.assignment]
+
+
+# --------------------------------------------------------------------------- one submission
+@dataclass
+class Task:
+    """A submission on its way through the steps."""
+
+    submission: submissions.Submission
+    digest: str
+    workspace: Path
+    slot: Slot | None = None
+    files: dict[str, bytes] = field(default_factory=dict, repr=False)
+    status: str = "graded"
+    reason: str = ""
+    graded: bool = False       # nbgrader produced grades to record
+    seconds: float = 0.0
+    log: str = ""
+
+    @property
+    def student(self) -> str:
+        return self.submission.student
+
+
+def load_submission(task: Task, opts: GradingOptions) -> None:
+    """Read and validate the submission (student id, files, notebook JSON)."""
+    try:
+        task.files = submissions.load(task.submission, opts.notebook)
+    except submissions.InvalidSubmission as err:
+        raise Verdict("invalid", str(err)) from None
+
+
+def stage_workspace(task: Task, opts: GradingOptions) -> None:
+    """A private course root: config, a fresh copy of the template gradebook, the submission."""
+    ws = task.workspace
+    gradebook.make_course_copy(ws)
+    shutil.copy(opts.out / ".autograder" / "template" / opts.assignment / "gradebook.db", ws / "gradebook.db")
+    submissions.stage(task.files, ws / "submitted" / task.student / opts.assignment)
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """Kill nbgrader and everything it started (kernels run in sessions of their own)."""
+    try:
+        family = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
+    for p in family:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait()
+
+
+def worker_env(task: Task, opts: GradingOptions) -> dict[str, str]:
+    slot = task.slot
+    parameters = dict(opts.parameters)
+    if slot.gpu is None:
+        parameters.setdefault("device", "cpu")  # --gpus none means CPU, also where MPS exists
+    extra = {
+        "NBGRADER_DB_URL": gradebook.sqlite_url(task.workspace / "gradebook.db"),
+        PARAMETERS_ENV: json.dumps(parameters),
+        "CUDA_VISIBLE_DEVICES": slot.gpu if slot.gpu is not None else "",
+        "OMP_NUM_THREADS": str(slot.threads),
+        "MKL_NUM_THREADS": str(slot.threads),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    if opts.cell_timeout:
+        extra[CELL_TIMEOUT_ENV] = str(int(opts.cell_timeout))
+    if opts.training_timeout:
+        extra[TRAINING_TIMEOUT_ENV] = str(int(opts.training_timeout))
+    return nbgrader_env(task.workspace, extra)
+
+
+def run_autograde(task: Task, opts: GradingOptions) -> None:
+    """``nbgrader autograde ASSIGNMENT --student ID`` in the workspace, within the wall-clock limit."""
+    log_path = task.workspace / "autograde.log"
+    started = time.perf_counter()
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "nbgrader", "autograde", opts.assignment, "--student", task.student, "--force"],
+            cwd=task.workspace, env=worker_env(task, opts), stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        try:
+            returncode = proc.wait(timeout=opts.timeout)
+        except subprocess.TimeoutExpired:
+            _kill_tree(proc)
+            task.seconds = time.perf_counter() - started
+            raise Verdict("timeout", f"stopped after the {opts.timeout:g} s limit for the whole notebook") from None
+        finally:
+            task.seconds = time.perf_counter() - started
+    task.log = log_path.read_text(errors="replace")[-20_000:]
+    if returncode != 0:
+        if any(marker in task.log for marker in KERNEL_DIED):
+            raise Verdict("crashed", "the kernel died while running the notebook (e.g. os._exit, a segfault or out of memory)")
+        errors = [line.strip() for line in task.log.splitlines() if "[ERROR]" in line or "Error:" in line]
+        raise Verdict("error", f"nbgrader autograde failed (exit {returncode}): {errors[-1] if errors else 'see its log'}")
+    if not (task.workspace / "autograded" / task.student / opts.assignment / opts.notebook).is_file():
+        raise Verdict("error", "nbgrader autograde wrote no graded notebook")
+    task.graded = True
+
+
+def find_cell_timeouts(task: Task, opts: GradingOptions) -> None:
+    """Cells that nbgrader interrupted at their timeout: the rest was graded, status ``timeout``."""
+    nb = nbformat.read(task.workspace / "autograded" / task.student / opts.assignment / opts.notebook, as_version=4)
+    slow = [f"cell {i}" + (f" ({cell.metadata['nbgrader']['grade_id']})" if "nbgrader" in cell.metadata else "")
+            for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
+            and any(o.get("output_type") == "error" and o.get("ename") == "CellTimeoutError" for o in cell.outputs)]
+    if slow:
+        cells = ", ".join(slow)
+        raise Verdict("timeout", f"{cells} ran past the per-cell timeout and was interrupted; the other cells were graded")
+
+
+def generate_feedback(task: Task, opts: GradingOptions) -> None:
+    """nbgrader's HTML feedback for the student (also after a per-cell timeout)."""
+    if not task.graded:
+        return
+    try:
+        run_nbgrader(task.workspace, "generate_feedback", opts.assignment, "--student", task.student, "--force",
+                     env=worker_env(task, opts), timeout=600)
+    except Exception as err:  # grades stand; say why feedback is missing
+        first = str(err).splitlines()[0]
+        task.reason = (task.reason + "; " if task.reason else "") + f"feedback not generated: {first}"
+
+
+SUBMISSION_STEPS: list[Callable[[Task, GradingOptions], None]] = [
+    load_submission, stage_workspace, run_autograde, find_cell_timeouts,
+]
+AFTER_VERDICT_STEPS: list[Callable[[Task, GradingOptions], None]] = [generate_feedback]
+
+
+def process(task: Task, opts: GradingOptions, slots: queue.Queue) -> Task:
+    """Run the submission steps in a worker thread, holding a slot while nbgrader runs."""
+    task.slot = slots.get()
+    try:
+        try:
+            for step in SUBMISSION_STEPS:
+                step(task, opts)
+        except Verdict as verdict:
+            task.status, task.reason = verdict.status, verdict.reason
+        for step in AFTER_VERDICT_STEPS:
+            step(task, opts)
+    except Exception:
+        task.status, task.graded = "error", False
+        task.reason = f"harness fault: {traceback.format_exc().strip().splitlines()[-1]}"
+    finally:
+        slots.put(task.slot)
+    return task
+
+
+# --------------------------------------------------------------------------- recording (main thread)
+def record_gradebook(task: Task, opts: GradingOptions) -> None:
+    if task.graded:
+        gradebook.copy_submission(gradebook.sqlite_url(task.workspace / "gradebook.db"), opts.db_url,
+                                  opts.assignment, task.student)
+    else:
+        gradebook.clear_submission(opts.db_url, opts.assignment, task.student)
+
+
+def collect_files(task: Task, opts: GradingOptions) -> None:
+    """The staged submission, the graded notebook and the feedback into --out, nbgrader's layout."""
+    for step in ("submitted", "autograded", "feedback"):
+        target = opts.out / step / task.student / opts.assignment
+        source = task.workspace / step / task.student / opts.assignment
+        if target.exists():
+            shutil.rmtree(target)
+        if source.is_dir() and (task.graded or step == "submitted"):
+            shutil.copytree(source, target, symlinks=True)
+
+
+RECORD_STEPS: list[Callable[[Task, GradingOptions], None]] = [record_gradebook, collect_files]
+
+
+# --------------------------------------------------------------------------- the journal
+def journal_path(out: Path) -> Path:
+    return out / ".autograder" / "journal.jsonl"
+
+
+def read_journal(out: Path) -> dict[tuple[str, str], dict]:
+    """The latest entry per (assignment, student); a torn last line (killed mid-write) is ignored."""
+    latest: dict[tuple[str, str], dict] = {}
+    path = journal_path(out)
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                entry = json.loads(line)
+                latest[(entry["assignment"], entry["student"])] = entry
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+    return latest
+
+
+def append_journal(out: Path, entry: dict) -> None:
+    path = journal_path(out)
+    with open(path, "a") as fh:
+        fh.write(json.dumps(entry) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def write_status_csv(out: Path) -> Path:
+    rows = sorted(read_journal(out).values(), key=lambda e: (e["assignment"], e["student"]))
+    path = out / "status.csv"
+    tmp = path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=STATUS_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    return path
+
+
+def read_status_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# --------------------------------------------------------------------------- the batch
+def _raw_digest(sub: submissions.Submission) -> str:
+    """Fingerprint of a submission entry as it is on disk (before validation)."""
+    h = hashlib.sha256()
+    paths = [sub.path] if not sub.path.is_dir() or sub.path.is_symlink() else sorted(sub.path.rglob("*"))
+    for path in paths:
+        h.update(str(path.relative_to(sub.path.parent)).encode() + b"\0")
+        if path.is_symlink():
+            h.update(b"link:" + os.readlink(path).encode())
+        elif path.is_file():
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def settings_digest(opts: GradingOptions) -> str:
+    source = (SOLUTIONS / opts.assignment / opts.notebook).read_bytes()
+    return hashlib.sha256(source + json.dumps(opts.parameters, sort_keys=True).encode()).hexdigest()
+
+
+def check_parameters(assignment: str, parameters: dict[str, object]) -> None:
+    """Every pinned name must be a parameter of the assignment's notebook."""
+    cell = parameters_cell(nbformat.read(SOLUTIONS / assignment / ASSIGNMENTS[assignment], as_version=4))
+    known = {line.split("=")[0].strip() for line in cell.source.splitlines() if "=" in line and not line.lstrip().startswith("#")}
+    unknown = sorted(set(parameters) - known)
+    if unknown:
+        raise ValueError(f"{', '.join(unknown)}: not parameters of {assignment}; it has {', '.join(sorted(known))}")
+
+
+@dataclass
+class BatchResult:
+    outcomes: list[dict]
+    skipped: list[str]
+    seconds: float
+    scratch: Path  # the submissions' private course roots (removed unless keep_workspaces)
+
+
+def prepare(opts: GradingOptions) -> None:
+    """Course gradebook and template gradebook both get the assignment (nbgrader generate)."""
+    meta = opts.out / ".autograder"
+    (meta / "template" / opts.assignment).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="autograder-release-") as scratch:
+        gradebook.add_assignment(opts.assignment, opts.db_url, Path(scratch) / "course")
+    template = meta / "template" / opts.assignment / "gradebook.db"
+    template.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="autograder-release-") as scratch:
+        gradebook.add_assignment(opts.assignment, gradebook.sqlite_url(template), Path(scratch) / "course")
+
+
+def grade(opts: GradingOptions) -> BatchResult:
+    """Grade every submission in ``opts.submissions``; always completes the batch."""
+    started = time.perf_counter()
+    check_parameters(opts.assignment, opts.parameters)
+    opts.out.mkdir(parents=True, exist_ok=True)
+    entries = submissions.discover(opts.submissions)
+    prepare(opts)
+    settings = settings_digest(opts)
+    done = read_journal(opts.out)
+    scratch = Path(tempfile.mkdtemp(prefix=f"autograder-{opts.assignment}-"))
+    tasks, skipped = [], []
+    for sub in entries:
+        digest = hashlib.sha256((_raw_digest(sub) + settings).encode()).hexdigest()[:16]
+        previous = done.get((opts.assignment, sub.student))
+        if (not opts.force and previous and previous.get("digest") == digest and previous["status"] in FINAL
+                and (not previous.get("graded") or gradebook.student_score(opts.db_url, opts.assignment, sub.student))):
+            skipped.append(sub.student)
+            continue
+        tasks.append(Task(sub, digest, scratch / f"{len(tasks):04d}-{sub.student}"[:80]))
+
+    slots: queue.Queue = queue.Queue()
+    for slot in opts.slots:
+        slots.put(slot)
+    outcomes = []
+    bar = tqdm(total=len(tasks), desc=f"grading {opts.assignment}", unit="submission", disable=not opts.progress,
+               file=sys.stderr, dynamic_ncols=True)
+    try:
+        with ThreadPoolExecutor(max_workers=len(opts.slots), thread_name_prefix="grader") as pool:
+            futures = [pool.submit(process, task, opts, slots) for task in tasks]
+            for future in as_completed(futures):
+                task = future.result()
+                outcomes.append(record(task, opts))
+                line = outcomes[-1]
+                bar.write(f"  {line['student']}: {line['status']} {line['score']}/{line['max_score']}"
+                          f" in {line['seconds']} s on {line['device']}" + (f" - {line['reason']}" if line["reason"] else ""))
+                bar.update(1)
+    finally:
+        bar.close()
+        write_status_csv(opts.out)
+        if not opts.keep_workspaces:
+            shutil.rmtree(scratch, ignore_errors=True)
+    export_grades(opts)
+    write_report(read_status_csv(opts.out / "status.csv"), opts.out / "report.html", opts.db_url)
+    return BatchResult(outcomes, skipped, time.perf_counter() - started, scratch)
+
+
+def record(task: Task, opts: GradingOptions) -> dict:
+    """Record one finished submission (main thread only: the gradebook's single writer)."""
+    try:
+        for step in RECORD_STEPS:
+            step(task, opts)
+    except Exception:
+        task.status, task.graded = "error", False
+        task.reason = f"recording failed: {traceback.format_exc().strip().splitlines()[-1]}"
+        try:
+            gradebook.clear_submission(opts.db_url, opts.assignment, task.student)
+        except Exception:
+            pass
+    score = gradebook.student_score(opts.db_url, opts.assignment, task.student) if task.graded else None
+    max_score, auto_max = gradebook.max_scores(opts.db_url, opts.assignment)
+    entry = {
+        "assignment": opts.assignment, "student": task.student, "status": task.status, "reason": task.reason,
+        "score": round(score.score, 3) if score else 0.0, "max_score": max_score,
+        "auto_score": round(score.auto_score, 3) if score else 0.0, "auto_max_score": auto_max,
+        "needs_manual_grade": bool(score and score.needs_manual_grade),
+        "seconds": round(task.seconds, 1), "device": task.slot.device if task.slot else "",
+        "graded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "digest": task.digest, "graded": task.graded,
+    }
+    append_journal(opts.out, entry)
+    write_status_csv(opts.out)
+    return entry
+
+
+def export_grades(opts: GradingOptions) -> Path:
+    """``nbgrader export`` of the course gradebook to ``--out/grades.csv``."""
+    target = (opts.out / "grades.csv").resolve()
+    with tempfile.TemporaryDirectory(prefix="autograder-export-") as scratch:
+        course = gradebook.make_course_copy(Path(scratch))
+        run_nbgrader(course, "export", f"--to={target}", env=nbgrader_env(course, {"NBGRADER_DB_URL": opts.db_url}),
+                     timeout=600)
+    return target
+
+
+def summary_table(rows: list[dict]) -> str:
+    """The gradebook as a plain-text table (what ``make demo`` prints)."""
+    header = ("assignment", "student", "status", "score", "auto", "seconds", "device", "reason")
+    lines = [[r["assignment"], r["student"], r["status"], f"{float(r['score']):g}/{float(r['max_score']):g}",
+              f"{float(r['auto_score']):g}/{float(r['auto_max_score']):g}", str(r["seconds"]), r["device"],
+              (r["reason"] or "")[:70]] for r in rows]
+    widths = [max(len(h), *(len(line[i]) for line in lines)) if lines else len(h) for i, h in enumerate(header)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*header), fmt.format(*("-" * w for w in widths))] + [fmt.format(*line) for line in lines])

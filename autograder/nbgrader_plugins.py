@@ -1,0 +1,72 @@
+"""Pieces the course's ``nbgrader_config.py`` plugs into nbgrader's autograde pipeline.
+
+They act the same whether an instructor runs ``nbgrader autograde`` in the course root or
+``autograder grade`` runs it for a batch; both read their settings from the environment:
+
+``AUTOGRADER_PARAMETERS``   JSON object of parameters pinned into the locked
+                            ``parameters`` cell, e.g. ``{"epochs": 2}``
+``NBGRADER_CELL_TIMEOUT``   seconds a cell may run (default 600)
+``NBGRADER_TRAINING_TIMEOUT`` seconds a cell tagged ``training`` may run (default 3600)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from nbgrader.preprocessors import NbGraderPreprocessor
+from traitlets import Dict
+
+from autograder.course import pin_parameters
+
+PARAMETERS_ENV = "AUTOGRADER_PARAMETERS"
+CELL_TIMEOUT_ENV = "NBGRADER_CELL_TIMEOUT"
+TRAINING_TIMEOUT_ENV = "NBGRADER_TRAINING_TIMEOUT"
+DEFAULT_CELL_TIMEOUT = 600
+DEFAULT_TRAINING_TIMEOUT = 3600
+TRAINING_TAG = "training"
+
+
+def _env_seconds(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(float(value)) if value else default
+    except ValueError as err:
+        raise ValueError(f"{name}={value!r} is not a number of seconds") from err
+
+
+def cell_timeout(cell) -> int:
+    """Seconds nbgrader waits for ``cell`` (``Execute.timeout_func``): training cells,
+    tagged ``training``, get a budget of their own; every other cell the default."""
+    if TRAINING_TAG in cell.get("metadata", {}).get("tags", []):
+        return _env_seconds(TRAINING_TIMEOUT_ENV, DEFAULT_TRAINING_TIMEOUT)
+    return _env_seconds(CELL_TIMEOUT_ENV, DEFAULT_CELL_TIMEOUT)
+
+
+def pinned_parameters() -> dict[str, object]:
+    """The parameters the grader pinned through ``AUTOGRADER_PARAMETERS`` (may be empty)."""
+    text = os.environ.get(PARAMETERS_ENV, "").strip()
+    if not text:
+        return {}
+    values = json.loads(text)
+    if not isinstance(values, dict):
+        raise ValueError(f"{PARAMETERS_ENV} must be a JSON object, got {text!r}")
+    return values
+
+
+class PinParameters(NbGraderPreprocessor):
+    """Write the grader's parameter values into the locked ``parameters`` cell.
+
+    It runs after ``OverwriteCells``, which restores locked cells from the gradebook,
+    so the values the instructor pins (say, the training budget) are the ones that run,
+    whatever the student wrote there.
+    """
+
+    parameters = Dict(help="name -> value; default: the JSON in $AUTOGRADER_PARAMETERS").tag(config=True)
+
+    def preprocess(self, nb, resources):
+        values = dict(self.parameters) or pinned_parameters()
+        if values:
+            pin_parameters(nb, values)
+            self.log.info("Pinned parameters %s", values)
+        return nb, resources

@@ -1,0 +1,125 @@
+"""Benchmark of the grading harness (``make bench`` runs it after the model benchmark).
+
+1. Overhead: seconds per submission through ``autograder grade --workers 1`` against plain
+   ``nbgrader autograde`` of the same submissions in a plain course root (same notebooks,
+   same pinned small setting, all cores for the one kernel), for every assignment. The
+   harness also stages, writes feedback, exports grades.csv and the report; the ratio is
+   harness / plain (1.0 = no overhead).
+2. Parallelism: throughput (submissions per minute) of ``autograder grade`` with 1 and with
+   2 workers on the same class of submissions (CPU; threads are split between workers).
+
+    python benchmarks/bench_grading.py [--out build/bench_grading.json] [--class-size 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from autograder import grading  # noqa: E402
+from autograder.course import ASSIGNMENTS, SMALL_PARAMETERS, pin_parameters  # noqa: E402
+from autograder.examples import EXAMPLES, completed  # noqa: E402
+from autograder.gradebook import make_course_copy, sqlite_url  # noqa: E402
+from autograder.nbgrader_runner import nbgrader_env, run_nbgrader  # noqa: E402
+
+GRADED_EXAMPLES = ("complete", "partial", "untouched")
+
+
+def _class(folder: Path, assignment: str, students: list[str]) -> Path:
+    """A SUBMISSIONS folder of <student>.ipynb: complete, partial and untouched in turn."""
+    folder.mkdir(parents=True)
+    for i, student in enumerate(students):
+        kind = GRADED_EXAMPLES[i % 3]
+        if kind == "untouched":
+            shutil.copy(EXAMPLES / assignment / "untouched.ipynb", folder / f"{student}.ipynb")
+        else:
+            nbformat.write(completed(assignment, skip_last_exercise=kind == "partial"), folder / f"{student}.ipynb")
+    return folder
+
+
+def plain_nbgrader(assignment: str, submissions: Path, work: Path) -> float:
+    """Seconds of one ``nbgrader autograde ASSIGNMENT`` over every submission (gradebook ready)."""
+    course = make_course_copy(work, assignment)
+    source = course / "solutions" / assignment / ASSIGNMENTS[assignment]
+    nb = nbformat.read(source, as_version=4)
+    pin_parameters(nb, SMALL_PARAMETERS[assignment])
+    nbformat.write(nb, source)
+    env = nbgrader_env(course, {"NBGRADER_DB_URL": sqlite_url(course / "gradebook.db")})
+    run_nbgrader(course, "generate_assignment", assignment, "--force", env=env)
+    for path in sorted(submissions.glob("*.ipynb")):
+        target = course / "submitted" / path.stem / assignment
+        target.mkdir(parents=True)
+        shutil.copy(path, target / ASSIGNMENTS[assignment])
+    started = time.perf_counter()
+    run_nbgrader(course, "autograde", assignment, "--force", env=env, timeout=3600)
+    return time.perf_counter() - started
+
+
+def harness(assignment: str, submissions: Path, out: Path, workers: int) -> float:
+    """Seconds of ``autograder grade`` (prepare, grade, feedback, record, export, report)."""
+    opts = grading.GradingOptions(
+        assignment=assignment, submissions=submissions, out=out, db_url=sqlite_url(out / "gradebook.db"),
+        slots=grading.make_slots(workers, []), parameters=SMALL_PARAMETERS[assignment], progress=False,
+    )
+    started = time.perf_counter()
+    result = grading.grade(opts)
+    seconds = time.perf_counter() - started
+    bad = [o for o in result.outcomes if o["status"] != "graded"]
+    assert not bad, f"benchmark submissions must grade cleanly: {bad}"
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("build/bench_grading.json"))
+    parser.add_argument("--assignment", action="append", choices=list(ASSIGNMENTS), help="default: all")
+    parser.add_argument("--class-size", type=int, default=8, help="submissions in the 1-vs-2-workers run")
+    args = parser.parse_args(argv)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    results: dict = {"machine": {"cpus": cpus, "processor": platform.processor() or platform.machine(),
+                                 "gpus": grading.detect_gpus()}, "overhead": {}, "workers": {}}
+    with tempfile.TemporaryDirectory(prefix="bench-grading-") as tmp:
+        tmp = Path(tmp)
+        for assignment in args.assignment or list(ASSIGNMENTS):
+            students = [f"student{i}" for i in range(len(GRADED_EXAMPLES))]
+            subs = _class(tmp / assignment / "class", assignment, students)
+            plain = plain_nbgrader(assignment, subs, tmp / assignment / "plain")
+            ours = harness(assignment, subs, tmp / assignment / "harness", workers=1)
+            n = len(students)
+            row = {"submissions": n, "plain_nbgrader_s_per_submission": round(plain / n, 2),
+                   "harness_1_worker_s_per_submission": round(ours / n, 2), "harness_vs_plain_ratio": round(ours / plain, 3)}
+            results["overhead"][assignment] = row
+            print(f"{assignment}: plain nbgrader {plain / n:.1f} s/submission, harness {ours / n:.1f} "
+                  f"s/submission -> ratio {ours / plain:.2f}", flush=True)
+
+        assignment = "03_dice_iou"
+        students = [f"s{i:02d}" for i in range(args.class_size)]
+        subs = _class(tmp / "workers" / "class", assignment, students)
+        for workers in (1, 2):
+            seconds = harness(assignment, subs, tmp / "workers" / f"out{workers}", workers=workers)
+            per_minute = 60 * len(students) / seconds
+            results["workers"][str(workers)] = {"seconds": round(seconds, 1), "submissions_per_minute": round(per_minute, 2)}
+            print(f"{assignment}, {len(students)} submissions, {workers} worker(s): {seconds:.0f} s, "
+                  f"{per_minute:.1f} submissions/min", flush=True)
+        w1, w2 = results["workers"]["1"], results["workers"]["2"]
+        results["workers"]["speedup_2_vs_1"] = round(w2["submissions_per_minute"] / w1["submissions_per_minute"], 3)
+        print(f"2 workers vs 1: x{results['workers']['speedup_2_vs_1']:.2f} throughput")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""The harness's small parts, without running notebooks: workers and GPUs, parameters,
+timeouts, the journal, status.csv, the report and the CLI's handling of misuse."""
+
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from autograder import cli, grading, nbgrader_plugins
+from autograder.course import ASSIGNMENTS, solution_path
+from autograder.report import write_report
+
+
+def test_workers_share_gpus_round_robin_and_split_the_cpu_threads():
+    slots = grading.make_slots(4, ["0", "1"], cpus=16)
+    assert [s.device for s in slots] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
+    assert {s.threads for s in slots} == {4}
+    assert [s.device for s in grading.make_slots(None, ["2", "5"], cpus=8)] == ["cuda:2", "cuda:5"]
+    cpu = grading.make_slots(None, [], cpus=8)
+    assert len(cpu) == 4 and all(s.device == "cpu" and s.threads == 2 for s in cpu)
+    assert grading.make_slots(3, [], cpus=2)[0].threads == 1  # never 0 threads
+    with pytest.raises(ValueError):
+        grading.make_slots(0, [], cpus=2)
+
+
+def test_gpu_selection(monkeypatch):
+    assert grading.parse_gpus("none") == []
+    assert grading.parse_gpus("0,3") == ["0", "3"]
+    with pytest.raises(ValueError, match="--gpus"):
+        grading.parse_gpus("first")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,2")
+    assert grading.parse_gpus("auto") == ["1", "2"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert grading.parse_gpus("auto") == []
+
+
+def test_unknown_parameters_are_refused_before_grading():
+    grading.check_parameters("04_segmentation_assignment", {"epochs": 2, "device": "cpu"})
+    with pytest.raises(ValueError, match="epoch"):
+        grading.check_parameters("04_segmentation_assignment", {"epoch": 2})
+
+
+def test_cell_timeouts_come_from_the_environment_and_training_cells_get_their_own(monkeypatch):
+    plain = nbformat.v4.new_code_cell("x = 1")
+    training = nbformat.v4.new_code_cell("fit()", metadata={"tags": ["training"]})
+    monkeypatch.delenv(nbgrader_plugins.CELL_TIMEOUT_ENV, raising=False)
+    monkeypatch.delenv(nbgrader_plugins.TRAINING_TIMEOUT_ENV, raising=False)
+    assert nbgrader_plugins.cell_timeout(plain) == 600 and nbgrader_plugins.cell_timeout(training) == 3600
+    monkeypatch.setenv(nbgrader_plugins.CELL_TIMEOUT_ENV, "30")
+    monkeypatch.setenv(nbgrader_plugins.TRAINING_TIMEOUT_ENV, "300")
+    assert nbgrader_plugins.cell_timeout(plain) == 30 and nbgrader_plugins.cell_timeout(training) == 300
+    # the final assignment's training cells carry the tag
+    nb = nbformat.read(solution_path("04_segmentation_assignment"), as_version=4)
+    tagged = [c for c in nb.cells if "training" in c.metadata.get("tags", [])]
+    assert len(tagged) == 2 and all("fit(" in c.source for c in tagged)
+
+
+def test_pin_parameters_preprocessor_overrides_what_the_student_wrote(monkeypatch):
+    nb = nbformat.read(solution_path("04_segmentation_assignment"), as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source = cell.source.replace("epochs = ", "epochs = 999  # student edit\n_old_epochs = ", 1)
+    monkeypatch.setenv(nbgrader_plugins.PARAMETERS_ENV, json.dumps({"epochs": 2, "budget": "small"}))
+    nb, _ = nbgrader_plugins.PinParameters().preprocess(nb, {})
+    lines = cell.source.splitlines()
+    assert "epochs = 2  # student edit" in lines and "budget = 'small'" in " ".join(lines)
+    monkeypatch.setenv(nbgrader_plugins.PARAMETERS_ENV, "[1, 2]")
+    with pytest.raises(ValueError, match="JSON object"):
+        nbgrader_plugins.PinParameters().preprocess(nb, {})
+
+
+def test_the_journal_keeps_the_latest_entry_and_survives_a_torn_line(tmp_path):
+    (tmp_path / ".autograder").mkdir()
+    base = {"assignment": "03_dice_iou", "reason": "", "score": 1, "max_score": 2, "auto_score": 1,
+            "auto_max_score": 2, "needs_manual_grade": False, "seconds": 1.0, "device": "cpu", "graded_at": "t"}
+    grading.append_journal(tmp_path, {**base, "student": "a", "status": "error"})
+    grading.append_journal(tmp_path, {**base, "student": "a", "status": "graded"})
+    grading.append_journal(tmp_path, {**base, "student": "b", "status": "invalid"})
+    with open(grading.journal_path(tmp_path), "a") as fh:
+        fh.write('{"assignment": "03_dice_iou", "student": "c", "sta')  # killed mid-write
+    latest = grading.read_journal(tmp_path)
+    assert {k[1]: v["status"] for k, v in latest.items()} == {"a": "graded", "b": "invalid"}
+    rows = grading.read_status_csv(grading.write_status_csv(tmp_path))
+    assert [(r["student"], r["status"]) for r in rows] == [("a", "graded"), ("b", "invalid")]
+    assert list(rows[0]) == list(grading.STATUS_COLUMNS)
+    table = grading.summary_table(rows)
+    assert "graded" in table and "invalid" in table
+
+
+def test_the_report_is_one_self_contained_page_with_escaped_names(tmp_path):
+    rows = [{"assignment": "03_dice_iou", "student": f"s{i}", "status": s, "reason": "<script>x</script>",
+             "score": str(i), "max_score": "10", "auto_score": str(i), "auto_max_score": "10", "seconds": str(i),
+             "device": "cpu"} for i, s in enumerate(grading.STATUSES)]
+    page = write_report(rows, tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 1  # the score plot (no gradebook: no question plot)
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "Slowest submissions" in page and all(s in page for s in grading.STATUSES)
+    assert "http://" not in page and "https://" not in page  # nothing to fetch
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["grade", "99_nope", "."], "unknown assignment"),
+    (["grade", "03_dice_iou", "/no/such/folder"], "does not exist"),
+    (["grade", "03_dice_iou", ".", "--param", "nonsense"], "NAME=VALUE"),
+    (["grade", "03_dice_iou", ".", "--param", "epochs=2"], "not parameters of 03_dice_iou"),
+    (["grade", "03_dice_iou", ".", "--gpus", "some"], "--gpus"),
+])
+def test_misuse_exits_with_status_2_and_says_why(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_every_assignment_has_the_example_submissions():
+    from autograder.examples import EXAMPLES, EXPECTED
+
+    for assignment in ASSIGNMENTS:
+        names = {p.name.split(".")[0] for p in (EXAMPLES / assignment).iterdir()}
+        assert names == set(EXPECTED), assignment

@@ -1,0 +1,181 @@
+"""The grading harness end to end, with real nbgrader, real kernels and real notebooks:
+the main job on the bundled examples, parallel workers against one gradebook, re-runs,
+time limits, dead kernels, and ``autograder execute``."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import psutil
+import pytest
+from nbgrader.api import Gradebook
+
+from autograder import demo, grading
+from autograder.course import ASSIGNMENTS, SMALL_PARAMETERS
+from autograder.examples import EXAMPLES, EXPECTED, completed
+from autograder.gradebook import sqlite_url
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+DICE = "03_dice_iou"
+
+
+def _submissions(db: str, assignment: str) -> dict[str, float]:
+    with Gradebook(db) as gb:
+        return {s.student.id: s.score for s in gb.find_assignment(assignment).submissions}
+
+
+def _csv(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _options(out: Path, submissions: Path, workers: int, **kwargs) -> grading.GradingOptions:
+    settings = dict(assignment=DICE, submissions=submissions, out=out, db_url=sqlite_url(out / "gradebook.db"),
+                    slots=grading.make_slots(workers, []), cell_timeout=60, training_timeout=300,
+                    parameters=SMALL_PARAMETERS[DICE], progress=False)
+    settings.update(kwargs)
+    return grading.GradingOptions(**settings)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    return out, demo.run(out, workers=2, progress=False)
+
+
+def test_the_main_job_gives_every_example_its_status_and_score_range(demo_run):
+    out, rows = demo_run
+    assert len(rows) == len(ASSIGNMENTS) * len(EXPECTED)
+    assert demo.check_expectations(rows) == []
+    db = sqlite_url(out / "gradebook.db")
+    for assignment in ASSIGNMENTS:
+        graded = {r["student"] for r in rows if r["assignment"] == assignment and r["status"] in ("graded", "timeout")}
+        assert set(_submissions(db, assignment)) == graded  # invalid ones hold no submission
+        for student in graded:
+            name = Path(ASSIGNMENTS[assignment]).stem
+            assert (out / "feedback" / student / assignment / f"{name}.html").is_file()
+            assert (out / "autograded" / student / assignment / f"{name}.ipynb").is_file()
+    grades = _csv(out / "grades.csv")
+    assert len(grades) == len(rows)
+    by_key = {(g["assignment"], g["student_id"]): float(g["score"]) for g in grades}
+    assert all(by_key[(r["assignment"], r["student"])] == float(r["score"]) for r in rows)
+    page = (out / "report.html").read_text()
+    assert all(a in page for a in ASSIGNMENTS) and page.count("data:image/png;base64,") == 2 * len(ASSIGNMENTS)
+
+
+def test_grading_pins_the_instructors_budget_into_the_locked_parameters_cell(demo_run):
+    out, _ = demo_run
+    path = out / "autograded" / "complete" / "04_segmentation_assignment" / "segmentation_assignment.ipynb"
+    params = next(c for c in nbformat.read(path, as_version=4).cells if "parameters" in c.metadata.get("tags", []))
+    lines = params.source.splitlines()
+    for name, value in SMALL_PARAMETERS["04_segmentation_assignment"].items():
+        assert any(line.startswith(f"{name} = {value!r}") for line in lines), name
+    assert "device = 'cpu'" in params.source  # no GPU: the CPU is pinned and recorded
+    assert {r["device"] for r in _csv(out / "status.csv")} == {"cpu"}
+
+
+def test_a_rerun_skips_what_is_graded_and_unchanged(demo_run):
+    out, rows = demo_run
+    before = _submissions(sqlite_url(out / "gradebook.db"), DICE)
+    opts = _options(out, EXAMPLES / DICE, workers=1, cell_timeout=demo.CELL_TIMEOUT)
+    result = grading.grade(opts)
+    assert result.outcomes == [] and sorted(result.skipped) == sorted(EXPECTED)
+    assert _submissions(opts.db_url, DICE) == before
+    assert _csv(out / "status.csv") == rows  # nothing re-recorded
+
+
+def _class_of(tmp_path: Path, kinds: dict[str, str]) -> Path:
+    """A SUBMISSIONS folder: student -> 'complete', 'partial' or 'untouched' notebook of 03."""
+    folder = tmp_path / "class"
+    folder.mkdir()
+    for student, kind in kinds.items():
+        if kind == "untouched":
+            shutil.copy(EXAMPLES / DICE / "untouched.ipynb", folder / f"{student}.ipynb")
+        else:
+            nbformat.write(completed(DICE, skip_last_exercise=kind == "partial"), folder / f"{student}.ipynb")
+    return folder
+
+
+def test_parallel_workers_leave_a_complete_consistent_gradebook_and_regrade_only_changes(tmp_path):
+    kinds = {f"s{i:02d}": ("complete", "partial", "untouched")[i % 3] for i in range(9)}
+    folder = _class_of(tmp_path, kinds)
+    out = tmp_path / "out"
+    opts = _options(out, folder, workers=3)
+    result = grading.grade(opts)
+    assert sorted(o["student"] for o in result.outcomes) == sorted(kinds)
+    assert {o["status"] for o in result.outcomes} == {"graded"}
+    expected = {"complete": 10.0, "partial": 7.0, "untouched": 0.0}  # autograded points of 03
+    auto = {o["student"]: o["auto_score"] for o in result.outcomes}
+    assert auto == {s: expected[k] for s, k in kinds.items()}
+    scores = _submissions(opts.db_url, DICE)
+    assert scores == auto  # one submission per student, nothing lost, nothing mixed up
+    with Gradebook(opts.db_url) as gb:
+        assert len(gb.students) == len(kinds)
+        assert gb.find_assignment(DICE).num_submissions == len(kinds)
+    assert len(_csv(out / "grades.csv")) == len(kinds)
+
+    # s02 hands in a better notebook: only s02 is graded again, and replaces its grade
+    nbformat.write(completed(DICE), folder / "s02.ipynb")
+    again = grading.grade(_options(out, folder, workers=3))
+    assert [o["student"] for o in again.outcomes] == ["s02"] and len(again.skipped) == len(kinds) - 1
+    scores = _submissions(opts.db_url, DICE)
+    assert scores["s02"] == 10.0 and len(scores) == len(kinds)
+
+
+def _processes_in(folder: Path) -> list[psutil.Process]:
+    """Live processes whose working directory is inside ``folder``."""
+    found = []
+    for proc in psutil.process_iter(["cwd"]):
+        cwd = proc.info.get("cwd") or ""
+        if cwd.startswith(str(folder)):
+            found.append(proc)
+    return found
+
+
+def test_a_notebook_past_its_limit_is_stopped_with_its_kernel_and_a_dead_kernel_is_crashed(tmp_path):
+    folder = tmp_path / "class"
+    folder.mkdir()
+    for student, first_line in (("looper", "while True:\n    pass"), ("quitter", "import os\nos._exit(3)")):
+        nb = completed(DICE)
+        cell = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution") and c.cell_type == "code")
+        cell.source = first_line + "\n" + cell.source
+        nbformat.write(nb, folder / f"{student}.ipynb")
+    nbformat.write(completed(DICE), folder / "steady.ipynb")
+    out = tmp_path / "out"
+    opts = _options(out, folder, workers=2, timeout=45, cell_timeout=600, keep_workspaces=True)
+    result = grading.grade(opts)
+    status = {o["student"]: o for o in result.outcomes}
+    assert status["looper"]["status"] == "timeout" and "45 s limit" in status["looper"]["reason"]
+    assert status["quitter"]["status"] == "crashed" and "kernel died" in status["quitter"]["reason"]
+    assert status["steady"]["status"] == "graded" and status["steady"]["auto_score"] == 10.0
+    assert status["looper"]["score"] == 0 and status["quitter"]["score"] == 0
+    assert _submissions(opts.db_url, DICE) == {"steady": 10.0}
+    assert _processes_in(result.scratch) == []  # the looping kernel was killed with nbgrader
+    shutil.rmtree(result.scratch)
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "autograder.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_execute_runs_notebooks_with_parameters_and_names_the_failing_cell(tmp_path):
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("x = 1", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("print('x is', x)"),
+        nbformat.v4.new_code_cell("assert x == 2, 'x must be 2'"),
+    ])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    path = tmp_path / "check.ipynb"
+    nbformat.write(nb, path)
+    ok = _run_cli("execute", str(path), "-p", "x", "2", "--out", str(tmp_path / "ok"))
+    assert ok.returncode == 0, ok.stderr
+    executed = nbformat.read(tmp_path / "ok" / "check.ipynb", as_version=4)
+    assert any("x is 2" in o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    failed = _run_cli("execute", str(path), "--out", str(tmp_path / "bad"))
+    assert failed.returncode == 1
+    assert "check.ipynb: cell" in failed.stderr and "AssertionError: x must be 2" in failed.stderr
