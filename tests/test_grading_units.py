@@ -119,3 +119,13 @@ def test_every_assignment_has_the_example_submissions():
     for assignment in ASSIGNMENTS:
         names = {p.name.split(".")[0] for p in (EXAMPLES / assignment).iterdir()}
         assert names == set(EXPECTED), assignment
+
+
+def test_committed_examples_are_what_the_generator_makes(tmp_path):
+    from autograder.examples import EXAMPLES, make_examples
+
+    for assignment in ASSIGNMENTS:
+        make_examples(assignment, tmp_path / assignment)
+        made = {p.relative_to(tmp_path / assignment): p.read_bytes() for p in (tmp_path / assignment).rglob("*") if p.is_file()}
+        committed = {p.relative_to(EXAMPLES / assignment): p.read_bytes() for p in (EXAMPLES / assignment).rglob("*") if p.is_file()}
+        assert made == committed, f"autograder/examples/{assignment} is stale: run `python -m autograder.examples`"
