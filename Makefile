@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo train release reference test bench lint install clean help
+.PHONY: demo train release reference test bench lint install sandbox clean help
 
 help:
 	@echo "make demo   - the main job: release, grade the example submissions of every assignment, report (build/demo)"
@@ -18,14 +18,24 @@ help:
 	@echo "make release - regenerate notebooks/ (student versions) from solutions/ with nbgrader"
 	@echo "make lint   - ruff"
 
-install: $(STAMP)
+install: $(STAMP) sandbox
+
+# bubblewrap confines the student kernels while grading (autograder/sandbox.py)
+sandbox:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -qq bubblewrap >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq bubblewrap; }; \
+	  elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	    sudo apt-get install -y -qq bubblewrap || { sudo apt-get update -qq && sudo apt-get install -y -qq bubblewrap; }; \
+	  fi; \
+	  command -v bwrap >/dev/null 2>&1 || { echo "bubblewrap (bwrap) is needed to sandbox student kernels and could not be installed: install the 'bubblewrap' package (apt, dnf, pacman) or set AUTOGRADER_SANDBOX=off for trusted notebooks only." >&2; exit 1; }; }
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	@touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) sandbox
 	$(BIN)/python -m autograder.demo --out build/demo
 
 train: $(STAMP)
@@ -37,10 +47,10 @@ release: $(STAMP)
 reference: $(STAMP)
 	$(BIN)/python -m course_lib.demo --budget reference --out build/reference
 
-test: $(STAMP)
+test: $(STAMP) sandbox
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) sandbox
 	$(BIN)/python benchmarks/bench_models.py --out build/bench.json
 	$(BIN)/python benchmarks/bench_grading.py --out build/bench_grading.json
 

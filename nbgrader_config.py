@@ -41,14 +41,32 @@ c.OverwriteCells.add_missing_cells = True
 from nbgrader.preprocessors import (  # noqa: E402
     CheckCellMetadata,
     ClearOutput,
-    DeduplicateIds,
     OverwriteCells,
     OverwriteKernelspec,
 )
 
-from autograder.nbgrader_plugins import PinParameters, cell_timeout  # noqa: E402
+from autograder.nbgrader_plugins import DeduplicateGradeIds, HideHiddenTests, PinParameters, cell_timeout  # noqa: E402
 
 c.Autograde.sanitize_preprocessors = [
-    ClearOutput, DeduplicateIds, OverwriteKernelspec, OverwriteCells, PinParameters, CheckCellMetadata,
+    ClearOutput, DeduplicateGradeIds, OverwriteKernelspec, OverwriteCells, PinParameters, CheckCellMetadata,
 ]
 c.Execute.timeout_func = cell_timeout
+
+# Student kernels run sandboxed (autograder/sandbox.py): bubblewrap without network, a
+# read-only system, only the submission's private copy writable, memory/process/file
+# limits, outputs capped. AUTOGRADER_SANDBOX=off turns it off (trusted notebooks only).
+from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
+from nbgrader.preprocessors import AssignLatePenalties, IgnorePattern, LimitOutput, SaveAutoGrades  # noqa: E402
+
+from autograder.sandbox import SandboxedExecute  # noqa: E402
+
+c.Autograde.autograde_preprocessors = [
+    SandboxedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades, AssignLatePenalties,
+    CheckCellMetadata,
+]
+
+# Feedback for students without the source of hidden tests (nor tracebacks quoting it).
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
+from nbgrader.preprocessors import GetGrades  # noqa: E402
+
+c.GenerateFeedback.preprocessors = [HideHiddenTests, GetGrades, CSSHTMLHeaderPreprocessor]

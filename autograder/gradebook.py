@@ -52,6 +52,15 @@ def add_assignment(assignment: str, db_url: str, scratch: Path) -> None:
                  env=nbgrader_env(course, {"NBGRADER_DB_URL": db_url}), timeout=600)
 
 
+def has_assignment(db_url: str, assignment: str) -> bool:
+    with Gradebook(db_url) as gb:
+        try:
+            gb.find_assignment(assignment)
+            return True
+        except MissingEntry:
+            return False
+
+
 def max_scores(db_url: str, assignment: str) -> tuple[float, float]:
     """(all points, autograded points) of the assignment."""
     with Gradebook(db_url) as gb:

@@ -3,7 +3,7 @@
 Shaped like nbgrader's converters, as a list of small steps. Each submission goes through
 ``SUBMISSION_STEPS`` in a worker thread, in a private course root of its own (the course's
 ``nbgrader_config.py``, a copy of the template gradebook, the staged submission), where
-the real ``nbgrader autograde`` and ``nbgrader generate_feedback`` run as subprocesses
+the real ``nbgrader autograde`` and ``nbgrader generate_feedback`` run in a subprocess
 pinned to a CPU share or a GPU. Then ``RECORD_STEPS`` run in the main thread, one
 submission at a time: grades into the course gradebook (see :mod:`autograder.gradebook`),
 files into ``--out``, a line in the journal, ``status.csv``. A step ends a submission early
@@ -44,6 +44,8 @@ from autograder.course import ASSIGNMENTS, SOLUTIONS, parameters_cell
 from autograder.nbgrader_plugins import CELL_TIMEOUT_ENV, PARAMETERS_ENV, TRAINING_TIMEOUT_ENV
 from autograder.nbgrader_runner import nbgrader_env, run_nbgrader
 from autograder.report import write_report
+from autograder.sandbox import VIOLATION_ENV
+from autograder.worker import FEEDBACK_FAILED
 
 STATUSES = ("graded", "timeout", "crashed", "invalid", "error")
 FINAL = {"graded", "timeout", "crashed", "invalid"}  # not re-run unless something changed
@@ -190,6 +192,17 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def _die_with_parent() -> None:
+    """In the worker, before exec: SIGKILL when the harness dies (Linux), so a killed run
+    leaves no grading behind it; its kernel follows (bubblewrap's --die-with-parent)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def worker_env(task: Task, opts: GradingOptions) -> dict[str, str]:
     slot = task.slot
     parameters = dict(opts.parameters)
@@ -202,6 +215,7 @@ def worker_env(task: Task, opts: GradingOptions) -> dict[str, str]:
         "OMP_NUM_THREADS": str(slot.threads),
         "MKL_NUM_THREADS": str(slot.threads),
         "PYTHONDONTWRITEBYTECODE": "1",
+        VIOLATION_ENV: str(task.workspace / "sandbox-violations.txt"),
     }
     if opts.cell_timeout:
         extra[CELL_TIMEOUT_ENV] = str(int(opts.cell_timeout))
@@ -211,14 +225,15 @@ def worker_env(task: Task, opts: GradingOptions) -> dict[str, str]:
 
 
 def run_autograde(task: Task, opts: GradingOptions) -> None:
-    """``nbgrader autograde ASSIGNMENT --student ID`` in the workspace, within the wall-clock limit."""
+    """``nbgrader autograde`` and ``generate_feedback`` for the student in the workspace
+    (:mod:`autograder.worker`), within the wall-clock limit."""
     log_path = task.workspace / "autograde.log"
     started = time.perf_counter()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "nbgrader", "autograde", opts.assignment, "--student", task.student, "--force"],
+            [sys.executable, "-m", "autograder.worker", opts.assignment, task.student],
             cwd=task.workspace, env=worker_env(task, opts), stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
         )
         try:
             returncode = proc.wait(timeout=opts.timeout)
@@ -229,14 +244,22 @@ def run_autograde(task: Task, opts: GradingOptions) -> None:
         finally:
             task.seconds = time.perf_counter() - started
     task.log = log_path.read_text(errors="replace")[-20_000:]
-    if returncode != 0:
+    violations = task.workspace / "sandbox-violations.txt"
+    violation = violations.read_text().strip().splitlines()[-1] if violations.exists() else ""
+    if returncode == FEEDBACK_FAILED:
+        errors = [line.strip() for line in task.log.splitlines() if "[ERROR]" in line]
+        task.reason = f"feedback not generated: {errors[-1] if errors else 'see the log'}"
+    elif returncode != 0:
         if any(marker in task.log for marker in KERNEL_DIED):
-            raise Verdict("crashed", "the kernel died while running the notebook (e.g. os._exit, a segfault or out of memory)")
+            raise Verdict("crashed", f"the kernel was stopped: {violation}" if violation else
+                          "the kernel died while running the notebook (e.g. os._exit, a segfault or out of memory)")
         errors = [line.strip() for line in task.log.splitlines() if "[ERROR]" in line or "Error:" in line]
         raise Verdict("error", f"nbgrader autograde failed (exit {returncode}): {errors[-1] if errors else 'see its log'}")
     if not (task.workspace / "autograded" / task.student / opts.assignment / opts.notebook).is_file():
         raise Verdict("error", "nbgrader autograde wrote no graded notebook")
     task.graded = True
+    if violation:
+        task.reason = "; ".join(r for r in (task.reason, f"sandbox: {violation}") if r)
 
 
 def find_cell_timeouts(task: Task, opts: GradingOptions) -> None:
@@ -250,22 +273,9 @@ def find_cell_timeouts(task: Task, opts: GradingOptions) -> None:
         raise Verdict("timeout", f"{cells} ran past the per-cell timeout and was interrupted; the other cells were graded")
 
 
-def generate_feedback(task: Task, opts: GradingOptions) -> None:
-    """nbgrader's HTML feedback for the student (also after a per-cell timeout)."""
-    if not task.graded:
-        return
-    try:
-        run_nbgrader(task.workspace, "generate_feedback", opts.assignment, "--student", task.student, "--force",
-                     env=worker_env(task, opts), timeout=600)
-    except Exception as err:  # grades stand; say why feedback is missing
-        first = str(err).splitlines()[0]
-        task.reason = (task.reason + "; " if task.reason else "") + f"feedback not generated: {first}"
-
-
 SUBMISSION_STEPS: list[Callable[[Task, GradingOptions], None]] = [
     load_submission, stage_workspace, run_autograde, find_cell_timeouts,
 ]
-AFTER_VERDICT_STEPS: list[Callable[[Task, GradingOptions], None]] = [generate_feedback]
 
 
 def process(task: Task, opts: GradingOptions, slots: queue.Queue) -> Task:
@@ -276,9 +286,8 @@ def process(task: Task, opts: GradingOptions, slots: queue.Queue) -> Task:
             for step in SUBMISSION_STEPS:
                 step(task, opts)
         except Verdict as verdict:
-            task.status, task.reason = verdict.status, verdict.reason
-        for step in AFTER_VERDICT_STEPS:
-            step(task, opts)
+            task.status = verdict.status
+            task.reason = "; ".join(r for r in (verdict.reason, task.reason) if r)
     except Exception:
         task.status, task.graded = "error", False
         task.reason = f"harness fault: {traceback.format_exc().strip().splitlines()[-1]}"
@@ -391,15 +400,21 @@ class BatchResult:
 
 
 def prepare(opts: GradingOptions) -> None:
-    """Course gradebook and template gradebook both get the assignment (nbgrader generate)."""
-    meta = opts.out / ".autograder"
-    (meta / "template" / opts.assignment).mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="autograder-release-") as scratch:
-        gradebook.add_assignment(opts.assignment, opts.db_url, Path(scratch) / "course")
-    template = meta / "template" / opts.assignment / "gradebook.db"
-    template.unlink(missing_ok=True)
-    with tempfile.TemporaryDirectory(prefix="autograder-release-") as scratch:
-        gradebook.add_assignment(opts.assignment, gradebook.sqlite_url(template), Path(scratch) / "course")
+    """Course gradebook and template gradebook both get the assignment (nbgrader
+    generate_assignment), unless they already hold this version of its source."""
+    meta = opts.out / ".autograder" / "template" / opts.assignment
+    meta.mkdir(parents=True, exist_ok=True)
+    source = hashlib.sha256((SOLUTIONS / opts.assignment / opts.notebook).read_bytes()).hexdigest()
+    template = meta / "gradebook.db"
+    for db_url, stamp in ((opts.db_url, meta / "course-gradebook.stamp"), (gradebook.sqlite_url(template), meta / "template.stamp")):
+        key = f"{source} {db_url}"
+        if stamp.exists() and stamp.read_text() == key and gradebook.has_assignment(db_url, opts.assignment):
+            continue
+        if db_url.endswith(str(template)):
+            template.unlink(missing_ok=True)
+        with tempfile.TemporaryDirectory(prefix="autograder-release-") as scratch:
+            gradebook.add_assignment(opts.assignment, db_url, Path(scratch) / "course")
+        stamp.write_text(key)
 
 
 def grade(opts: GradingOptions) -> BatchResult:

@@ -70,3 +70,46 @@ class PinParameters(NbGraderPreprocessor):
             pin_parameters(nb, values)
             self.log.info("Pinned parameters %s", values)
         return nb, resources
+
+
+class HideHiddenTests(NbGraderPreprocessor):
+    """For feedback: drop the hidden part of every test cell, and the tracebacks of test
+    cells (a traceback quotes the failing line), keeping ``ename: evalue``.
+
+    nbgrader's feedback otherwise shows the hidden tests to the students (its issues #917,
+    #1363); the autograded notebooks the instructor sees keep them.
+    """
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        from nbgrader.preprocessors import ClearHiddenTests
+        from nbgrader.utils import is_grade
+
+        if cell.cell_type != "code" or not is_grade(cell):
+            return cell, resources
+        hidden = ClearHiddenTests(parent=self)
+        if hidden._remove_hidden_test_region(cell):
+            cell.source = cell.source.rstrip() + "\n# (hidden tests are not shown)"
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                output["traceback"] = [f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"]
+        return cell, resources
+
+
+class DeduplicateGradeIds(NbGraderPreprocessor):
+    """nbgrader's DeduplicateIds (keep the last cell of a grade id), but a duplicate loses
+    its ``nbgrader`` metadata entirely: nbgrader's version leaves ``{}``, on which later
+    steps fail with KeyError, so one student's duplicated id stopped their grading."""
+
+    def preprocess(self, nb, resources):
+        seen = set()
+        for cell in reversed(nb.cells):
+            meta = cell.get("metadata", {}).get("nbgrader")
+            if not isinstance(meta, dict) or not (meta.get("grade") or meta.get("solution") or meta.get("locked")):
+                continue
+            grade_id = meta.get("grade_id")
+            if grade_id in seen or grade_id is None:
+                self.log.warning("Cell with id '%s' exists multiple times!", grade_id)
+                del cell.metadata["nbgrader"]
+            else:
+                seen.add(grade_id)
+        return nb, resources

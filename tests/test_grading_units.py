@@ -129,3 +129,45 @@ def test_committed_examples_are_what_the_generator_makes(tmp_path):
         made = {p.relative_to(tmp_path / assignment): p.read_bytes() for p in (tmp_path / assignment).rglob("*") if p.is_file()}
         committed = {p.relative_to(EXAMPLES / assignment): p.read_bytes() for p in (EXAMPLES / assignment).rglob("*") if p.is_file()}
         assert made == committed, f"autograder/examples/{assignment} is stale: run `python -m autograder.examples`"
+
+
+def test_missing_bubblewrap_is_a_clear_error(monkeypatch):
+    from autograder import sandbox
+
+    sandbox.check_bwrap.cache_clear()
+    monkeypatch.setenv("PATH", "/nonexistent")
+    try:
+        with pytest.raises(sandbox.SandboxUnavailable, match="apt-get install bubblewrap"):
+            sandbox.check_bwrap()
+    finally:
+        monkeypatch.undo()
+        sandbox.check_bwrap.cache_clear()
+
+
+def test_the_sandbox_binds_the_environment_read_only_and_only_the_notebook_folder_writable(tmp_path):
+    from autograder import sandbox
+    from autograder.course import ROOT
+
+    limits = sandbox.Limits(tmp_size=123 * 2**20)
+    cmd = sandbox.bwrap_command(["python", "-m", "ipykernel_launcher"], str(tmp_path), ["/tmp/kernel-x"],
+                                {"CUDA_VISIBLE_DEVICES": ""}, limits)
+    assert "--unshare-all" in cmd and "--die-with-parent" in cmd
+    assert cmd[cmd.index("--size") + 1] == str(123 * 2**20)
+    writable = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--bind"]
+    assert writable == [str(tmp_path), "/tmp/kernel-x"]
+    read_only = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--ro-bind"]
+    assert str(ROOT / "course_lib") in read_only
+    assert str(ROOT) not in read_only and not any(p.startswith(str(ROOT / "solutions")) for p in read_only)
+    assert "/etc/shadow" not in read_only and not any(a.startswith("/dev/nvidia") for a in cmd)
+    assert cmd[cmd.index("--") + 1:] == ["python", "-m", "ipykernel_launcher"]
+
+
+def test_sizes_and_limits_from_the_environment(monkeypatch):
+    from autograder import sandbox
+
+    assert sandbox.parse_size("6G") == 6 * 2**30 and sandbox.parse_size("512M") == 512 * 2**20
+    assert sandbox.parse_size("1.5GiB") == int(1.5 * 2**30) and sandbox.parse_size("1000") == 1000
+    monkeypatch.setenv("AUTOGRADER_MEMORY_LIMIT", "2G")
+    monkeypatch.setenv("AUTOGRADER_MAX_PROCESSES", "32")
+    limits = sandbox.Limits.from_env()
+    assert limits.memory == 2 * 2**30 and limits.processes == 32

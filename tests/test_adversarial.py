@@ -1,0 +1,237 @@
+"""Hostile submissions, graded in one batch with an honest one: each ends with the right
+status and score, the honest one is graded in full, and nothing outside the sandbox changes.
+
+Real bubblewrap, real cgroups (or the rlimit fallback), real kernels, real nbgrader.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbgrader.api import Gradebook
+
+from autograder import grading
+from autograder.course import ROOT, SMALL_PARAMETERS
+from autograder.examples import EXAMPLES, completed
+from autograder.gradebook import sqlite_url
+
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+DICE = "03_dice_iou"
+NAME = "dice_iou.ipynb"
+FULL = 10.0            # autograded points of 03
+WITHOUT_DICE = 6.0     # the same without its first exercise (dice_score; test_iou_score uses it too)
+
+
+def _with_cell(code: str, stub_first_exercise: bool = False):
+    """The complete 03 notebook with a hostile cell right after the setup cell."""
+    nb = completed(DICE)
+    setup = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "import" in c.source)
+    nb.cells.insert(setup + 1, nbformat.v4.new_code_cell(code))
+    if stub_first_exercise:
+        first = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution") and c.cell_type == "code")
+        first.source = "# YOUR CODE HERE\nraise NotImplementedError()"
+    return nb
+
+
+def _snoop_code(paths: list[str]) -> str:
+    return (f"_leaked = []\nfor _p in {paths!r}:\n    try:\n        open(_p, 'rb').read(16)\n"
+            "        _leaked.append(_p)\n    except Exception:\n        pass\nprint('LEAKED', _leaked)")
+
+
+@pytest.fixture(scope="module")
+def hostile_batch(tmp_path_factory):
+    base = tmp_path_factory.mktemp("adversarial")
+    folder, out = base / "class", base / "out"
+    folder.mkdir()
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    port = server.getsockname()[1]
+    secret = base / "instructor-secret.txt"
+    secret.write_text("the answers")
+    nbformat.write(completed(DICE), folder / "steady.ipynb")
+    hostile = {
+        "loop": _with_cell("while True:\n    pass"),
+        "membomb": _with_cell("_blocks = []\nwhile True:\n    _blocks.append(bytearray(2**26))"),
+        "forkbomb": _with_cell("import os\nwhile True:\n    os.fork()"),
+        "suicide": _with_cell("import os\nos._exit(7)"),
+        "snoop": _with_cell(_snoop_code([
+            str(ROOT / "solutions" / DICE / NAME), str(ROOT / "nbgrader_config.py"), str(out / "gradebook.db"),
+            "../../../gradebook.db", "../../../submitted/steady/03_dice_iou/dice_iou.ipynb",
+            str(folder / "steady.ipynb"), str(secret), "/etc/shadow", "/root/.bash_history",
+        ])),
+        "network": _with_cell(
+            f"import socket\nfor _addr in [('127.0.0.1', {port}), ('pypi.org', 443), ('1.1.1.1', 53)]:\n"
+            "    try:\n        socket.create_connection(_addr, timeout=3)\n        print('NET OPEN', _addr)\n"
+            "    except OSError as _e:\n        print('NET BLOCKED', _addr)"),
+        "bigprint": _with_cell("for _ in range(600):\n    print('x' * 1_000_000)"),
+        "bigfile": _with_cell("with open('big.bin', 'wb') as _f:\n    _f.write(bytes(300 * 2**20))"),
+        "manyfiles": _with_cell("for _i in range(8):\n    with open(f'part{_i}.bin', 'wb') as _f:\n"
+                                "        _f.write(bytes(100 * 2**20))\nimport time\ntime.sleep(10)"),
+        "escape": _with_cell("import os\nopen('/tmp/x', 'w').write('x')\nos.makedirs('/work/escape', exist_ok=True)\n"
+                             f"open({str(base / 'escaped.txt')!r}, 'w').write('out')"),
+    }
+    # tests deleted or rewritten, a grade id duplicated onto a fake test: nbgrader restores the real ones
+    tamper = _with_cell("pass", stub_first_exercise=True)
+    tamper.cells = [c for c in tamper.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "test_dice_score"]
+    for cell in tamper.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "test_iou_score":
+            cell.source = "pass"
+    hostile["tamper"] = tamper
+    dup = _with_cell("pass", stub_first_exercise=True)
+    test_cell = next(c for c in dup.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "test_dice_score")
+    fake = nbformat.v4.new_code_cell("print('all good')", metadata={"nbgrader": dict(test_cell.metadata["nbgrader"])})
+    dup.cells.insert(dup.cells.index(test_cell) + 1, fake)
+    hostile["dupids"] = dup
+    wrong_kernel = completed(DICE)
+    wrong_kernel.metadata["kernelspec"] = {"name": "evil", "display_name": "evil", "language": "python"}
+    hostile["kernelname"] = wrong_kernel
+    for student, nb in hostile.items():
+        nbformat.write(nb, folder / f"{student}.ipynb")
+    (folder / "symlinked").mkdir()
+    os.symlink(secret, folder / "symlinked" / NAME)
+    (folder / "badjson.ipynb").write_text('{"cells": [')
+
+    before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file() and not p.is_symlink()}
+    env = {"AUTOGRADER_MEMORY_LIMIT": "2G", "AUTOGRADER_MAX_PROCESSES": "64", "AUTOGRADER_MAX_FILE_SIZE": "200M",
+           "AUTOGRADER_MAX_WRITTEN": "400M", "AUTOGRADER_MAX_OUTPUT": "4M"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        opts = grading.GradingOptions(
+            assignment=DICE, submissions=folder, out=out, db_url=sqlite_url(out / "gradebook.db"),
+            slots=grading.make_slots(2, []), timeout=240, cell_timeout=30, parameters=SMALL_PARAMETERS[DICE],
+            progress=False, keep_workspaces=True)
+        result = grading.grade(opts)
+    finally:
+        for k, v in saved.items():
+            os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+        server.close()
+    after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file() and not p.is_symlink()}
+    return {"result": result, "out": out, "base": base, "before": before, "after": after, "opts": opts,
+            "rows": {o["student"]: o for o in result.outcomes}}
+
+
+def _outputs(batch, student: str) -> str:
+    path = batch["out"] / "autograded" / student / DICE / NAME
+    nb = nbformat.read(path, as_version=4)
+    return "\n".join(o.get("text", "") + "".join(o.get("traceback", [])) for c in nb.cells if c.cell_type == "code"
+                     for o in c.outputs)
+
+
+@pytest.mark.parametrize("student, status, low, high", [
+    ("steady", "graded", FULL, FULL),
+    ("loop", "timeout", FULL, FULL),            # interrupted at the cell timeout, the rest graded
+    ("suicide", "crashed", 0, 0),
+    ("snoop", "graded", FULL, FULL),
+    ("network", "graded", FULL, FULL),
+    ("bigprint", "graded", FULL, FULL),
+    ("bigfile", "graded", FULL, FULL),          # the write fails (file size limit), the rest runs
+    ("manyfiles", "crashed", 0, 0),             # past the bytes-written limit: kernel stopped
+    ("escape", "graded", FULL, FULL),
+    ("tamper", "graded", WITHOUT_DICE, WITHOUT_DICE),
+    ("dupids", "graded", WITHOUT_DICE, WITHOUT_DICE),
+    ("kernelname", "graded", FULL, FULL),
+    ("symlinked", "invalid", 0, 0),
+    ("badjson", "invalid", 0, 0),
+])
+def test_each_hostile_submission_gets_its_status_and_score(hostile_batch, student, status, low, high):
+    row = hostile_batch["rows"][student]
+    assert row["status"] == status, row
+    assert low <= row["auto_score"] <= high, row
+
+
+def test_a_memory_bomb_and_a_fork_bomb_are_contained(hostile_batch):
+    rows = hostile_batch["rows"]
+    assert rows["membomb"]["status"] in ("crashed", "graded"), rows["membomb"]
+    if rows["membomb"]["status"] == "crashed":
+        assert "memory" in rows["membomb"]["reason"] or "died" in rows["membomb"]["reason"]
+    assert rows["forkbomb"]["status"] in ("graded", "timeout", "crashed"), rows["forkbomb"]
+    assert rows["forkbomb"]["auto_score"] <= FULL
+
+
+def test_the_sandbox_hides_files_network_and_the_host(hostile_batch):
+    assert "LEAKED []" in _outputs(hostile_batch, "snoop")
+    text = _outputs(hostile_batch, "network")
+    assert "NET OPEN" not in text and text.count("NET BLOCKED") == 3
+    assert not (hostile_batch["base"] / "escaped.txt").exists() and not Path("/work/escape").exists()
+    assert not any(p.name == "big.bin" and p.stat().st_size > 200 * 2**20
+                   for p in hostile_batch["result"].scratch.rglob("big.bin"))
+
+
+def test_outputs_are_capped(hostile_batch):
+    path = hostile_batch["out"] / "autograded" / "bigprint" / DICE / NAME
+    assert path.stat().st_size < 20 * 2**20
+    assert "output limit reached" in _outputs(hostile_batch, "bigprint")
+
+
+def test_originals_are_untouched_and_nothing_is_left_running(hostile_batch):
+    assert hostile_batch["before"] == hostile_batch["after"]
+    scratch = hostile_batch["result"].scratch
+    left = []
+    for _ in range(20):
+        left = [p.pid for p in __import__("psutil").process_iter(["cwd"]) if str(scratch) in (p.info.get("cwd") or "")]
+        if not left:
+            break
+        time.sleep(0.5)
+    assert left == []
+
+
+def test_the_gradebook_holds_exactly_the_graded_students(hostile_batch):
+    rows = hostile_batch["rows"]
+    with Gradebook(hostile_batch["opts"].db_url) as gb:
+        subs = {s.student.id: s.score for s in gb.find_assignment(DICE).submissions}
+    graded = {s for s, r in rows.items() if r["status"] in ("graded", "timeout")}
+    assert set(subs) == graded
+    assert all(subs[s] == rows[s]["score"] for s in graded)
+
+
+def test_feedback_does_not_show_hidden_tests(hostile_batch):
+    source = nbformat.read(ROOT / "solutions" / DICE / NAME, as_version=4)
+    hidden = "\n".join(re.findall(r"### BEGIN HIDDEN TESTS(.*?)### END HIDDEN TESTS", "\n".join(
+        c.source for c in source.cells), flags=re.S))
+    student = (EXAMPLES / DICE / "untouched.ipynb").read_text()
+    names = {n for n in re.findall(r"\b_\w{4,}\b", hidden) if n not in student}
+    assert names, "the hidden tests should use names of their own"
+    for student_id in ("steady", "tamper"):
+        page = (hostile_batch["out"] / "feedback" / student_id / DICE / "dice_iou.html").read_text()
+        assert "hidden tests are not shown" in page
+        assert not [n for n in names if re.search(rf"(?<!\w){re.escape(n)}(?!\w)", page)]
+
+
+def test_a_run_killed_mid_batch_resumes_with_every_student_graded_once(tmp_path):
+    folder = tmp_path / "class"
+    folder.mkdir()
+    kinds = {f"k{i}": i % 2 == 0 for i in range(6)}
+    for student, full in kinds.items():
+        nbformat.write(completed(DICE, skip_last_exercise=not full), folder / f"{student}.ipynb")
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "autograder.cli", "grade", DICE, str(folder), "--out", str(out), "--workers", "2",
+            "--no-progress", *[f"--param={k}={v!r}" for k, v in SMALL_PARAMETERS[DICE].items()]]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = grading.journal_path(out)
+    deadline = time.time() + 300
+    while time.time() < deadline and (not journal.exists() or len(journal.read_text().splitlines()) < 2):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)  # mid-batch: some recorded, some running, some waiting
+    proc.wait()
+    recorded_before = len(grading.read_journal(out))
+    assert 2 <= recorded_before < len(kinds)
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    latest = grading.read_journal(out)
+    assert {k[1] for k in latest} == set(kinds) and {e["status"] for e in latest.values()} == {"graded"}
+    with Gradebook(sqlite_url(out / "gradebook.db")) as gb:
+        subs = {s.student.id: s.score for s in gb.find_assignment(DICE).submissions}
+        assert gb.find_assignment(DICE).num_submissions == len(kinds)
+    assert subs == {s: (FULL if full else 7.0) for s, full in kinds.items()}
