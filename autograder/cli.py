@@ -17,6 +17,7 @@ nbgrader itself failed or a notebook given to ``execute`` failed.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -77,8 +78,6 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def grade_command(args, parser) -> int:
-    import os
-
     from autograder import gradebook, grading
 
     if args.assignment not in ASSIGNMENTS:

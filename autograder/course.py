@@ -48,6 +48,11 @@ def parameters_cell(nb) -> dict:
     raise ValueError("the notebook has no cell tagged 'parameters'")
 
 
+def parameter_names(nb) -> list[str]:
+    """Names assigned at the start of a line of the parameters cell, in order."""
+    return [m.group(1) for m in (re.match(r"^(\w+)\s*=", line) for line in parameters_cell(nb).source.splitlines()) if m]
+
+
 def pin_parameters(nb, values: dict[str, object]) -> None:
     """Rewrite ``name = value`` lines of the parameters cell in place, keeping comments.
 
@@ -65,6 +70,5 @@ def pin_parameters(nb, values: dict[str, object]) -> None:
                 lines[i] = f"{name} = {value!r}{comment}"
                 break
         else:
-            known = [m.group(1) for m in (re.match(r"^(\w+)\s*=", line) for line in lines) if m]
-            raise KeyError(f"{name!r} is not a parameter of this notebook; it has {known}")
+            raise KeyError(f"{name!r} is not a parameter of this notebook; it has {parameter_names(nb)}")
     cell.source = "\n".join(lines)

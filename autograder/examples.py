@@ -65,6 +65,21 @@ def completed(assignment: str, skip_last_exercise: bool = False):
     return nb
 
 
+GRADED_KINDS = ("complete", "partial", "untouched")
+
+
+def write_class(folder: Path, assignment: str, kinds: dict[str, str]) -> Path:
+    """A SUBMISSIONS folder of ``<student>.ipynb``, each a 'complete', 'partial' or
+    'untouched' notebook of ``assignment`` (for tests and benchmarks)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for student, kind in kinds.items():
+        if kind == "untouched":
+            shutil.copy(student_path(assignment), folder / f"{student}.ipynb")
+        else:
+            nbformat.write(completed(assignment, skip_last_exercise=kind == "partial"), folder / f"{student}.ipynb")
+    return folder
+
+
 def _first_exercise(nb):
     return next(c for c in nb.cells if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("solution"))
 

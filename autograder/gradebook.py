@@ -11,6 +11,7 @@ a re-run never duplicates a grade.
 
 from __future__ import annotations
 
+import os
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -28,8 +29,6 @@ def sqlite_url(path: Path) -> str:
 
 def course_db_url(course_root: Path = ROOT) -> str:
     """The gradebook ``nbgrader`` uses from the course root (``CourseDirectory.db_url``)."""
-    import os
-
     return os.environ.get("NBGRADER_DB_URL") or sqlite_url(course_root / "gradebook.db")
 
 
@@ -123,6 +122,12 @@ def clear_submission(db_url: str, assignment: str, student: str) -> None:
             gb.remove_submission(assignment, student)
         except MissingEntry:
             pass
+
+
+def submission_scores(db_url: str, assignment: str) -> dict[str, float]:
+    """{student: score} of every submission of ``assignment`` in the gradebook."""
+    with Gradebook(db_url) as gb:
+        return {s.student.id: float(s.score) for s in gb.find_assignment(assignment).submissions}
 
 
 def question_results(db_url: str, assignment: str) -> list[dict]:

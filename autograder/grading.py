@@ -40,7 +40,7 @@ import psutil
 from tqdm.auto import tqdm
 
 from autograder import gradebook, submissions
-from autograder.course import ASSIGNMENTS, SOLUTIONS, parameters_cell
+from autograder.course import ASSIGNMENTS, SOLUTIONS, parameter_names
 from autograder.nbgrader_plugins import CELL_TIMEOUT_ENV, PARAMETERS_ENV, TRAINING_TIMEOUT_ENV
 from autograder.nbgrader_runner import nbgrader_env, run_nbgrader
 from autograder.report import write_report
@@ -224,6 +224,11 @@ def worker_env(task: Task, opts: GradingOptions) -> dict[str, str]:
     return nbgrader_env(task.workspace, extra)
 
 
+def _last_error(log: str) -> str:
+    errors = [line.strip() for line in log.splitlines() if "[ERROR]" in line or "Error:" in line]
+    return errors[-1] if errors else "see its log"
+
+
 def run_autograde(task: Task, opts: GradingOptions) -> None:
     """``nbgrader autograde`` and ``generate_feedback`` for the student in the workspace
     (:mod:`autograder.worker`), within the wall-clock limit."""
@@ -239,7 +244,6 @@ def run_autograde(task: Task, opts: GradingOptions) -> None:
             returncode = proc.wait(timeout=opts.timeout)
         except subprocess.TimeoutExpired:
             _kill_tree(proc)
-            task.seconds = time.perf_counter() - started
             raise Verdict("timeout", f"stopped after the {opts.timeout:g} s limit for the whole notebook") from None
         finally:
             task.seconds = time.perf_counter() - started
@@ -247,14 +251,12 @@ def run_autograde(task: Task, opts: GradingOptions) -> None:
     violations = task.workspace / "sandbox-violations.txt"
     violation = violations.read_text().strip().splitlines()[-1] if violations.exists() else ""
     if returncode == FEEDBACK_FAILED:
-        errors = [line.strip() for line in task.log.splitlines() if "[ERROR]" in line]
-        task.reason = f"feedback not generated: {errors[-1] if errors else 'see the log'}"
+        task.reason = f"feedback not generated: {_last_error(task.log)}"
     elif returncode != 0:
         if any(marker in task.log for marker in KERNEL_DIED):
             raise Verdict("crashed", f"the kernel was stopped: {violation}" if violation else
                           "the kernel died while running the notebook (e.g. os._exit, a segfault or out of memory)")
-        errors = [line.strip() for line in task.log.splitlines() if "[ERROR]" in line or "Error:" in line]
-        raise Verdict("error", f"nbgrader autograde failed (exit {returncode}): {errors[-1] if errors else 'see its log'}")
+        raise Verdict("error", f"nbgrader autograde failed (exit {returncode}): {_last_error(task.log)}")
     if not (task.workspace / "autograded" / task.student / opts.assignment / opts.notebook).is_file():
         raise Verdict("error", "nbgrader autograde wrote no graded notebook")
     task.graded = True
@@ -364,29 +366,15 @@ def read_status_csv(path: Path) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- the batch
-def _raw_digest(sub: submissions.Submission) -> str:
-    """Fingerprint of a submission entry as it is on disk (before validation)."""
-    h = hashlib.sha256()
-    paths = [sub.path] if not sub.path.is_dir() or sub.path.is_symlink() else sorted(sub.path.rglob("*"))
-    for path in paths:
-        h.update(str(path.relative_to(sub.path.parent)).encode() + b"\0")
-        if path.is_symlink():
-            h.update(b"link:" + os.readlink(path).encode())
-        elif path.is_file():
-            h.update(hashlib.sha256(path.read_bytes()).digest())
-    return h.hexdigest()
-
-
-def settings_digest(opts: GradingOptions) -> str:
-    source = (SOLUTIONS / opts.assignment / opts.notebook).read_bytes()
-    return hashlib.sha256(source + json.dumps(opts.parameters, sort_keys=True).encode()).hexdigest()
+def source_digest(assignment: str) -> str:
+    """Fingerprint of the assignment's source notebook (tests, points, hidden tests)."""
+    return hashlib.sha256((SOLUTIONS / assignment / ASSIGNMENTS[assignment]).read_bytes()).hexdigest()
 
 
 def check_parameters(assignment: str, parameters: dict[str, object]) -> None:
     """Every pinned name must be a parameter of the assignment's notebook."""
-    cell = parameters_cell(nbformat.read(SOLUTIONS / assignment / ASSIGNMENTS[assignment], as_version=4))
-    known = {line.split("=")[0].strip() for line in cell.source.splitlines() if "=" in line and not line.lstrip().startswith("#")}
-    unknown = sorted(set(parameters) - known)
+    known = parameter_names(nbformat.read(SOLUTIONS / assignment / ASSIGNMENTS[assignment], as_version=4))
+    unknown = sorted(set(parameters) - set(known))
     if unknown:
         raise ValueError(f"{', '.join(unknown)}: not parameters of {assignment}; it has {', '.join(sorted(known))}")
 
@@ -399,18 +387,18 @@ class BatchResult:
     scratch: Path  # the submissions' private course roots (removed unless keep_workspaces)
 
 
-def prepare(opts: GradingOptions) -> None:
+def prepare(opts: GradingOptions, source: str) -> None:
     """Course gradebook and template gradebook both get the assignment (nbgrader
-    generate_assignment), unless they already hold this version of its source."""
+    generate_assignment), unless they already hold this version (``source``) of it."""
     meta = opts.out / ".autograder" / "template" / opts.assignment
     meta.mkdir(parents=True, exist_ok=True)
-    source = hashlib.sha256((SOLUTIONS / opts.assignment / opts.notebook).read_bytes()).hexdigest()
     template = meta / "gradebook.db"
-    for db_url, stamp in ((opts.db_url, meta / "course-gradebook.stamp"), (gradebook.sqlite_url(template), meta / "template.stamp")):
+    for db_url, stamp, fresh in ((opts.db_url, meta / "course-gradebook.stamp", False),
+                                 (gradebook.sqlite_url(template), meta / "template.stamp", True)):
         key = f"{source} {db_url}"
         if stamp.exists() and stamp.read_text() == key and gradebook.has_assignment(db_url, opts.assignment):
             continue
-        if db_url.endswith(str(template)):
+        if fresh:  # the template holds the assignment only
             template.unlink(missing_ok=True)
         with tempfile.TemporaryDirectory(prefix="autograder-release-") as scratch:
             gradebook.add_assignment(opts.assignment, db_url, Path(scratch) / "course")
@@ -423,13 +411,14 @@ def grade(opts: GradingOptions) -> BatchResult:
     check_parameters(opts.assignment, opts.parameters)
     opts.out.mkdir(parents=True, exist_ok=True)
     entries = submissions.discover(opts.submissions)
-    prepare(opts)
-    settings = settings_digest(opts)
+    source = source_digest(opts.assignment)
+    prepare(opts, source)
+    settings = source + json.dumps(opts.parameters, sort_keys=True)
     done = read_journal(opts.out)
     scratch = Path(tempfile.mkdtemp(prefix=f"autograder-{opts.assignment}-"))
     tasks, skipped = [], []
     for sub in entries:
-        digest = hashlib.sha256((_raw_digest(sub) + settings).encode()).hexdigest()[:16]
+        digest = submissions.fingerprint(sub, settings)
         previous = done.get((opts.assignment, sub.student))
         if (not opts.force and previous and previous.get("digest") == digest and previous["status"] in FINAL
                 and (not previous.get("graded") or gradebook.student_score(opts.db_url, opts.assignment, sub.student))):
@@ -437,6 +426,7 @@ def grade(opts: GradingOptions) -> BatchResult:
             continue
         tasks.append(Task(sub, digest, scratch / f"{len(tasks):04d}-{sub.student}"[:80]))
 
+    maxima = gradebook.max_scores(opts.db_url, opts.assignment)
     slots: queue.Queue = queue.Queue()
     for slot in opts.slots:
         slots.put(slot)
@@ -448,7 +438,7 @@ def grade(opts: GradingOptions) -> BatchResult:
             futures = [pool.submit(process, task, opts, slots) for task in tasks]
             for future in as_completed(futures):
                 task = future.result()
-                outcomes.append(record(task, opts))
+                outcomes.append(record(task, opts, maxima))
                 line = outcomes[-1]
                 bar.write(f"  {line['student']}: {line['status']} {line['score']}/{line['max_score']}"
                           f" in {line['seconds']} s on {line['device']}" + (f" - {line['reason']}" if line["reason"] else ""))
@@ -463,8 +453,9 @@ def grade(opts: GradingOptions) -> BatchResult:
     return BatchResult(outcomes, skipped, time.perf_counter() - started, scratch)
 
 
-def record(task: Task, opts: GradingOptions) -> dict:
-    """Record one finished submission (main thread only: the gradebook's single writer)."""
+def record(task: Task, opts: GradingOptions, maxima: tuple[float, float]) -> dict:
+    """Record one finished submission (main thread only: the gradebook's single writer).
+    ``maxima``: the assignment's (all, autograded) points."""
     try:
         for step in RECORD_STEPS:
             step(task, opts)
@@ -476,7 +467,7 @@ def record(task: Task, opts: GradingOptions) -> dict:
         except Exception:
             pass
     score = gradebook.student_score(opts.db_url, opts.assignment, task.student) if task.graded else None
-    max_score, auto_max = gradebook.max_scores(opts.db_url, opts.assignment)
+    max_score, auto_max = maxima
     entry = {
         "assignment": opts.assignment, "student": task.student, "status": task.status, "reason": task.reason,
         "score": round(score.score, 3) if score else 0.0, "max_score": max_score,

@@ -80,14 +80,18 @@ class HideHiddenTests(NbGraderPreprocessor):
     #1363); the autograded notebooks the instructor sees keep them.
     """
 
-    def preprocess_cell(self, cell, resources, cell_index):
+    def preprocess(self, nb, resources):
         from nbgrader.preprocessors import ClearHiddenTests
+
+        self._hidden = ClearHiddenTests(parent=self)  # its delimiters, as configured for the course
+        return super().preprocess(nb, resources)
+
+    def preprocess_cell(self, cell, resources, cell_index):
         from nbgrader.utils import is_grade
 
         if cell.cell_type != "code" or not is_grade(cell):
             return cell, resources
-        hidden = ClearHiddenTests(parent=self)
-        if hidden._remove_hidden_test_region(cell):
+        if self._hidden._remove_hidden_test_region(cell):
             cell.source = cell.source.rstrip() + "\n# (hidden tests are not shown)"
         for output in cell.get("outputs", []):
             if output.get("output_type") == "error":

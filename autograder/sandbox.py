@@ -42,6 +42,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,7 +122,7 @@ def _python_roots() -> list[str]:
     roots = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix,
              str(Path(course_lib.__file__).resolve().parent)}
     for entry in sys.path:
-        if entry and "site-packages" in entry or "dist-packages" in entry:
+        if "site-packages" in entry or "dist-packages" in entry:
             roots.add(entry)
     executable = Path(sys.executable)
     roots.add(str(executable.resolve().parent))
@@ -178,15 +179,13 @@ class Cgroup:
             mine = Path("/proc/self/cgroup").read_text().splitlines()
         except OSError:
             return None
-        try:
-            if (base / "cgroup.controllers").exists():  # v2
-                path = next(line.split(":", 2)[2] for line in mine if line.startswith("0::"))
-                group = base / path.lstrip("/") / name
-                group.mkdir()
-                (group / "memory.max").write_text(str(limits.memory))
-                (group / "memory.swap.max").write_text("0") if (group / "memory.swap.max").exists() else None
-                (group / "pids.max").write_text(str(limits.processes))
-                return cls({"": group})
+        if (base / "cgroup.controllers").exists():  # v2: one folder, both controllers
+            path = next((line.split(":", 2)[2] for line in mine if line.startswith("0::")), None)
+            if path is None:
+                return None
+            paths = {"": base / path.lstrip("/") / name}
+            settings = {"memory.max": limits.memory, "memory.swap.max": 0, "pids.max": limits.processes}
+        else:  # v1: a folder per controller
             paths = {}
             for line in mine:
                 _, controllers, path = line.split(":", 2)
@@ -195,21 +194,24 @@ class Cgroup:
                         paths[controller] = base / controller / path.lstrip("/") / name
             if set(paths) != {"memory", "pids"}:
                 return None
-            group = cls({})
+            settings = {"memory/memory.limit_in_bytes": limits.memory, "memory/memory.memsw.limit_in_bytes": limits.memory,
+                        "pids/pids.max": limits.processes}
+        group = cls({})
+        try:
             for controller, path in paths.items():
                 path.mkdir()
                 group.paths[controller] = path
-            (paths["memory"] / "memory.limit_in_bytes").write_text(str(limits.memory))
-            swap = paths["memory"] / "memory.memsw.limit_in_bytes"
-            if swap.exists():
-                swap.write_text(str(limits.memory))
-            (paths["pids"] / "pids.max").write_text(str(limits.processes))
+            for key, value in settings.items():
+                controller, _, knob = key.rpartition("/")
+                target = group.paths[controller] / knob
+                if "swap" in knob or "memsw" in knob:  # exist only with swap accounting
+                    if target.exists():
+                        target.write_text(str(value))
+                else:  # a missing memory/pids knob means no limit: fall back instead
+                    target.write_text(str(value))
             return group
-        except (OSError, StopIteration):
-            try:
-                group.remove()  # type: ignore[has-type]
-            except Exception:
-                pass
+        except OSError:  # not ours to create (no root, no delegation): the rlimit fallback applies
+            group.remove()
             return None
 
     def procs_files(self) -> list[str]:
@@ -243,8 +245,6 @@ class Cgroup:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            import time
-
             time.sleep(0.05)
 
     def remove(self) -> None:
@@ -366,13 +366,3 @@ class SandboxedExecute(Execute):
                                 text="[autograder] output limit reached: later output of this notebook was dropped\n")
             outs.append(note)
         return None
-
-    def preprocess(self, nb, resources=None, km=None):
-        try:
-            return super().preprocess(nb, resources, km)
-        finally:
-            manager = self.km
-            violation = getattr(manager, "violation", "") if manager is not None else ""
-            if violation:
-                self.log.error("Sandbox: %s", violation)
-                nb.metadata.setdefault("autograder", {})["violation"] = violation

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import stat
@@ -173,12 +174,18 @@ def load(sub: Submission, notebook: str) -> dict[str, bytes]:
     return files
 
 
-def digest(files: dict[str, bytes], *extra: str) -> str:
-    """A fingerprint of the submission's content (and of grading settings in ``extra``)."""
+def fingerprint(sub: Submission, *settings: str) -> str:
+    """A fingerprint of the entry as it is on disk (read before validation, so invalid
+    entries have one too) and of the grading ``settings``: a re-run re-grades when it changes."""
     h = hashlib.sha256()
-    for name in sorted(files):
-        h.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
-    for item in extra:
+    paths = [sub.path] if not sub.path.is_dir() or sub.path.is_symlink() else sorted(sub.path.rglob("*"))
+    for path in paths:
+        h.update(str(path.relative_to(sub.path.parent)).encode() + b"\0")
+        if path.is_symlink():
+            h.update(b"link:" + os.readlink(path).encode())
+        elif path.is_file():
+            h.update(hashlib.sha256(path.read_bytes()).digest())
+    for item in settings:
         h.update(b"\1" + item.encode())
     return h.hexdigest()[:16]
 

@@ -29,23 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from autograder import grading  # noqa: E402
 from autograder.course import ASSIGNMENTS, SMALL_PARAMETERS, pin_parameters  # noqa: E402
-from autograder.examples import EXAMPLES, completed  # noqa: E402
+from autograder.examples import GRADED_KINDS, write_class  # noqa: E402
 from autograder.gradebook import make_course_copy, sqlite_url  # noqa: E402
 from autograder.nbgrader_runner import nbgrader_env, run_nbgrader  # noqa: E402
-
-GRADED_EXAMPLES = ("complete", "partial", "untouched")
 
 
 def _class(folder: Path, assignment: str, students: list[str]) -> Path:
     """A SUBMISSIONS folder of <student>.ipynb: complete, partial and untouched in turn."""
-    folder.mkdir(parents=True)
-    for i, student in enumerate(students):
-        kind = GRADED_EXAMPLES[i % 3]
-        if kind == "untouched":
-            shutil.copy(EXAMPLES / assignment / "untouched.ipynb", folder / f"{student}.ipynb")
-        else:
-            nbformat.write(completed(assignment, skip_last_exercise=kind == "partial"), folder / f"{student}.ipynb")
-    return folder
+    return write_class(folder, assignment, {s: GRADED_KINDS[i % 3] for i, s in enumerate(students)})
 
 
 def plain_nbgrader(assignment: str, submissions: Path, work: Path) -> float:
@@ -92,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-grading-") as tmp:
         tmp = Path(tmp)
         for assignment in args.assignment or list(ASSIGNMENTS):
-            students = [f"student{i}" for i in range(len(GRADED_EXAMPLES))]
+            students = [f"student{i}" for i in range(len(GRADED_KINDS))]
             subs = _class(tmp / assignment / "class", assignment, students)
             plain = plain_nbgrader(assignment, subs, tmp / assignment / "plain")
             ours = harness(assignment, subs, tmp / assignment / "harness", workers=1)

@@ -17,16 +17,12 @@ from nbgrader.api import Gradebook
 
 from autograder import demo, grading
 from autograder.course import ASSIGNMENTS, SMALL_PARAMETERS
-from autograder.examples import EXAMPLES, EXPECTED, completed
+from autograder.examples import EXAMPLES, EXPECTED, completed, write_class
 from autograder.gradebook import sqlite_url
+from autograder.gradebook import submission_scores as _submissions
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 DICE = "03_dice_iou"
-
-
-def _submissions(db: str, assignment: str) -> dict[str, float]:
-    with Gradebook(db) as gb:
-        return {s.student.id: s.score for s in gb.find_assignment(assignment).submissions}
 
 
 def _csv(path: Path) -> list[dict]:
@@ -89,21 +85,9 @@ def test_a_rerun_skips_what_is_graded_and_unchanged(demo_run):
     assert _csv(out / "status.csv") == rows  # nothing re-recorded
 
 
-def _class_of(tmp_path: Path, kinds: dict[str, str]) -> Path:
-    """A SUBMISSIONS folder: student -> 'complete', 'partial' or 'untouched' notebook of 03."""
-    folder = tmp_path / "class"
-    folder.mkdir()
-    for student, kind in kinds.items():
-        if kind == "untouched":
-            shutil.copy(EXAMPLES / DICE / "untouched.ipynb", folder / f"{student}.ipynb")
-        else:
-            nbformat.write(completed(DICE, skip_last_exercise=kind == "partial"), folder / f"{student}.ipynb")
-    return folder
-
-
 def test_parallel_workers_leave_a_complete_consistent_gradebook_and_regrade_only_changes(tmp_path):
     kinds = {f"s{i:02d}": ("complete", "partial", "untouched")[i % 3] for i in range(9)}
-    folder = _class_of(tmp_path, kinds)
+    folder = write_class(tmp_path / "class", DICE, kinds)
     out = tmp_path / "out"
     opts = _options(out, folder, workers=3)
     result = grading.grade(opts)

@@ -129,8 +129,12 @@ def test_staging_copies_and_never_touches_the_original(tmp_path):
     assert before == {p: p.read_bytes() for p in (tmp_path / "subs").rglob("*") if p.is_file()}
 
 
-def test_digest_follows_content_and_settings():
-    files = {NOTEBOOK: _nb_bytes()}
-    assert submissions.digest(files) == submissions.digest(dict(files))
-    assert submissions.digest(files) != submissions.digest({NOTEBOOK: _nb_bytes("x = 2")})
-    assert submissions.digest(files, "epochs=1") != submissions.digest(files, "epochs=2")
+def test_fingerprint_follows_content_and_settings(tmp_path):
+    (tmp_path / "ivy").mkdir()
+    (tmp_path / "ivy" / NOTEBOOK).write_bytes(_nb_bytes())
+    (sub,) = discover(tmp_path)
+    first = submissions.fingerprint(sub)
+    assert submissions.fingerprint(sub) == first
+    (tmp_path / "ivy" / NOTEBOOK).write_bytes(_nb_bytes("x = 2"))
+    assert submissions.fingerprint(sub) != first
+    assert submissions.fingerprint(sub, "epochs=1") != submissions.fingerprint(sub, "epochs=2")
