@@ -65,6 +65,14 @@ c.Autograde.autograde_preprocessors = [
     CheckCellMetadata,
 ]
 
+# The final assignment's mIoU points come from scoring the exported model out of the
+# student's kernel, in a fresh sandboxed process (autograder/trusted.py).
+import functools  # noqa: E402
+
+from autograder.trusted import post_autograde_hook  # noqa: E402
+
+c.Autograde.post_convert_hook = functools.partial(post_autograde_hook, course_root=ROOT, db_url=c.CourseDirectory.db_url)
+
 # Feedback for students without the source of hidden tests (nor tracebacks quoting it).
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import GetGrades  # noqa: E402

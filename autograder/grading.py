@@ -39,7 +39,7 @@ import nbformat
 import psutil
 from tqdm.auto import tqdm
 
-from autograder import gradebook, submissions
+from autograder import gradebook, submissions, trusted
 from autograder.course import ASSIGNMENTS, SOLUTIONS, parameter_names
 from autograder.nbgrader_plugins import CELL_TIMEOUT_ENV, PARAMETERS_ENV, TRAINING_TIMEOUT_ENV
 from autograder.nbgrader_runner import nbgrader_env, run_nbgrader
@@ -260,6 +260,9 @@ def run_autograde(task: Task, opts: GradingOptions) -> None:
     if not (task.workspace / "autograded" / task.student / opts.assignment / opts.notebook).is_file():
         raise Verdict("error", "nbgrader autograde wrote no graded notebook")
     task.graded = True
+    scored = [line.split("Trusted scoring of ", 1)[1] for line in task.log.splitlines() if "Trusted scoring of " in line]
+    if scored:  # the final assignment's mIoU points, scored out of the kernel
+        task.reason = "; ".join(r for r in (task.reason, "trusted " + scored[-1].split(": ", 1)[-1]) if r)
     if violation:
         task.reason = "; ".join(r for r in (task.reason, f"sandbox: {violation}") if r)
 
@@ -314,8 +317,8 @@ def collect_files(task: Task, opts: GradingOptions) -> None:
         source = task.workspace / step / task.student / opts.assignment
         if target.exists():
             shutil.rmtree(target)
-        if source.is_dir() and (task.graded or step == "submitted"):
-            shutil.copytree(source, target, symlinks=True)
+        if source.is_dir() and (task.graded or step == "submitted"):  # not the exported model (tens of MB)
+            shutil.copytree(source, target, symlinks=True, ignore=shutil.ignore_patterns(trusted.MODEL_FILE))
 
 
 RECORD_STEPS: list[Callable[[Task, GradingOptions], None]] = [record_gradebook, collect_files]
