@@ -65,12 +65,14 @@ c.Autograde.autograde_preprocessors = [
     CheckCellMetadata,
 ]
 
-# The final assignment's mIoU points come from scoring the exported model out of the
-# student's kernel, in a fresh sandboxed process (autograder/trusted.py).
+# Verdicts out of the student's kernel: probe results checked as plain data
+# (autograder/verdicts.py) and the final assignment's exported model scored in a fresh
+# sandboxed process (autograder/trusted.py); they override what the kernel reported.
 import functools  # noqa: E402
 
-from autograder.trusted import post_autograde_hook  # noqa: E402
+from autograder.nbgrader_plugins import post_autograde_hook, pre_autograde_hook  # noqa: E402
 
+c.Autograde.pre_convert_hook = functools.partial(pre_autograde_hook, course_root=ROOT)
 c.Autograde.post_convert_hook = functools.partial(post_autograde_hook, course_root=ROOT, db_url=c.CourseDirectory.db_url)
 
 # Feedback for students without the source of hidden tests (nor tracebacks quoting it).

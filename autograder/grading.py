@@ -53,6 +53,8 @@ STATUS_COLUMNS = ("assignment", "student", "status", "reason", "score", "max_sco
                   "auto_max_score", "needs_manual_grade", "seconds", "device", "graded_at")
 DEFAULT_TIMEOUT = 3600.0
 KERNEL_DIED = ("DeadKernelError", "Kernel died", "kernel became unresponsive", "UnresponsiveKernelError")
+# the kernel's messages could not be trusted any more (e.g. forked children writing to its sockets)
+KERNEL_CORRUPTED = ("Invalid Signature", "Duplicate Signature")
 
 
 class Verdict(Exception):
@@ -256,13 +258,16 @@ def run_autograde(task: Task, opts: GradingOptions) -> None:
         if any(marker in task.log for marker in KERNEL_DIED):
             raise Verdict("crashed", f"the kernel was stopped: {violation}" if violation else
                           "the kernel died while running the notebook (e.g. os._exit, a segfault or out of memory)")
+        if any(marker in task.log for marker in KERNEL_CORRUPTED):
+            raise Verdict("crashed", "the kernel corrupted its channel to nbgrader (e.g. forked processes "
+                          f"writing to it): {_last_error(task.log)}")
         raise Verdict("error", f"nbgrader autograde failed (exit {returncode}): {_last_error(task.log)}")
     if not (task.workspace / "autograded" / task.student / opts.assignment / opts.notebook).is_file():
         raise Verdict("error", "nbgrader autograde wrote no graded notebook")
     task.graded = True
-    scored = [line.split("Trusted scoring of ", 1)[1] for line in task.log.splitlines() if "Trusted scoring of " in line]
-    if scored:  # the final assignment's mIoU points, scored out of the kernel
-        task.reason = "; ".join(r for r in (task.reason, "trusted " + scored[-1].split(": ", 1)[-1]) if r)
+    checked = [line.split(": ", 1)[-1] for line in task.log.splitlines() if "Trusted " in line and ": " in line]
+    if checked:  # verdicts made out of the kernel (autograder/verdicts.py, autograder/trusted.py)
+        task.reason = "; ".join([r for r in (task.reason,) if r] + [f"trusted: {c}" for c in checked])
     if violation:
         task.reason = "; ".join(r for r in (task.reason, f"sandbox: {violation}") if r)
 

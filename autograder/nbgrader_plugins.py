@@ -117,3 +117,38 @@ class DeduplicateGradeIds(NbGraderPreprocessor):
             else:
                 seen.add(grade_id)
         return nb, resources
+
+
+def _submission_of(notebooks) -> tuple[str, str]:
+    """(student, assignment) of the submission nbgrader is converting. Its hooks get the
+    command line's ids, which are globs ('*') when grading everyone; the notebook paths,
+    ``.../submitted/<student>/<assignment>/<name>.ipynb``, name the real ones."""
+    from pathlib import Path
+
+    path = Path(sorted(notebooks)[0])
+    return path.parent.parent.name, path.parent.name
+
+
+def pre_autograde_hook(assignment: str, student: str, notebooks, course_root: str) -> None:
+    """Before a submission runs: the trusted probe inputs next to the notebook."""
+    from pathlib import Path
+
+    from autograder import verdicts
+
+    student, assignment = _submission_of(notebooks)
+    verdicts.write_inputs(assignment, Path(course_root) / "autograded" / student / assignment)
+
+
+def post_autograde_hook(assignment: str, student: str, notebooks, course_root: str, db_url: str) -> None:
+    """After a submission ran: check the probes out of the kernel and score the final
+    assignment's exported model in a fresh sandbox, overriding the kernel's verdicts."""
+    from pathlib import Path
+
+    from autograder import trusted, verdicts
+
+    student, assignment = _submission_of(notebooks)
+    folder = Path(course_root) / "autograded" / student / assignment
+    notebook = Path(sorted(notebooks)[0]).stem
+    verdicts.check_outputs(assignment, student, folder, db_url, notebook)
+    if assignment == trusted.ASSIGNMENT:
+        trusted.score_final_assignment(student, folder, db_url)

@@ -2,8 +2,8 @@
 
 The hidden test of ``04_segmentation_assignment`` saves the trained ``model`` with
 ``course_lib.train.save_checkpoint`` (architecture config + tensors; nothing that runs code).
-After nbgrader has graded the notebook, :func:`post_autograde_hook` (the course config's
-``Autograde.post_convert_hook``, so plain ``nbgrader autograde`` and ``autograder grade``
+After nbgrader has graded the notebook, :func:`score_final_assignment` (from the course
+config's ``Autograde.post_convert_hook``, so plain ``nbgrader autograde`` and ``autograder grade``
 both use it) rebuilds the model from that file in a **fresh process inside the sandbox**
 (``torch.load(weights_only=True)``, a whitelisted config), evaluates it on the hidden split
 defined here, and writes the points of the three graded mIoU cells into the gradebook,
@@ -134,11 +134,9 @@ def record_trusted_scores(db_url: str, student: str, passed: list[bool]) -> None
         gb.db.commit()
 
 
-def post_autograde_hook(assignment: str, student: str, notebooks, course_root: str, db_url: str) -> None:
-    """nbgrader's post-convert hook (bind ``course_root`` and ``db_url`` in the config)."""
-    if assignment != ASSIGNMENT:
-        return
-    folder = Path(course_root) / "autograded" / student / assignment
+def score_final_assignment(student: str, folder: Path, db_url: str) -> None:
+    """Score the model exported in ``folder`` (the autograded submission) and record the
+    three mIoU cells' points for ``student`` in the gradebook at ``db_url``."""
     try:
         params = notebook_parameters(folder / f"{NOTEBOOK}.ipynb")
         budget = params.get("budget") if params.get("budget") in THRESHOLDS else "full"

@@ -88,6 +88,13 @@ def hostile_batch(tmp_path_factory):
         if cell.metadata.get("nbgrader", {}).get("grade_id") == "test_iou_score":
             cell.source = "pass"
     hostile["tamper"] = tamper
+    # rewrite every later cell that asserts into `pass`: the kernel's own verdicts all pass
+    neuter = nbformat.read(EXAMPLES / DICE / "untouched.ipynb", as_version=4)
+    setup = next(i for i, c in enumerate(neuter.cells) if c.cell_type == "code" and "import" in c.source)
+    neuter.cells.insert(setup + 1, nbformat.v4.new_code_cell(
+        "def _neuter(lines):\n    return ['pass\\n'] if any('assert' in line or 'probes' in line for line in lines) else lines\n"
+        "get_ipython().input_transformers_post.append(_neuter)"))
+    hostile["neuter"] = neuter
     dup = _with_cell("pass", stub_first_exercise=True)
     test_cell = next(c for c in dup.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "test_dice_score")
     fake = nbformat.v4.new_code_cell("print('all good')", metadata={"nbgrader": dict(test_cell.metadata["nbgrader"])})
@@ -140,6 +147,7 @@ def _outputs(batch, student: str) -> str:
     ("manyfiles", "crashed", 0, 0),             # past the bytes-written limit: kernel stopped
     ("escape", "graded", FULL, FULL),
     ("tamper", "graded", WITHOUT_DICE, WITHOUT_DICE),
+    ("neuter", "graded", 0, 0),                 # every test neutered in the kernel; probes checked outside
     ("dupids", "graded", WITHOUT_DICE, WITHOUT_DICE),
     ("kernelname", "graded", FULL, FULL),
     ("symlinked", "invalid", 0, 0),

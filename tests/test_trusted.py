@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 
 import nbformat
+import numpy as np
 import pytest
 import torch
 
-from autograder import grading, trusted
+from autograder import grading, trusted, verdicts
 from autograder.course import SMALL_PARAMETERS, solution_path
 from autograder.examples import completed
 from autograder.gradebook import sqlite_url
@@ -81,5 +82,41 @@ def test_tampering_in_the_kernel_does_not_change_the_trusted_score(tmp_path):
     graded = (out / "autograded" / "forger" / trusted.ASSIGNMENT / f"{trusted.NOTEBOOK}.ipynb").read_text()
     assert "hidden-split mIoU 1.000" in graded  # the kernel was fooled...
     assert row["status"] == "graded" and row["auto_score"] == 8.0, row  # ...the grade was not: 14 - 6 mIoU points
-    assert "trusted hidden-split mIoU" in row["reason"] and "0 of 3 cells pass" in row["reason"]
+    assert "trusted: hidden-split mIoU" in row["reason"] and "0 of 3 cells pass" in row["reason"]
     assert not (out / "autograded" / "forger" / trusted.ASSIGNMENT / trusted.MODEL_FILE).exists()
+
+
+@pytest.mark.parametrize("grade_id", sorted(verdicts.PROBES["03_dice_iou"]))
+def test_probe_results_are_checked_as_plain_data_against_course_lib(tmp_path, grade_id):
+    probe = verdicts.PROBES["03_dice_iou"][grade_id]
+    verdicts.write_inputs("03_dice_iou", tmp_path)
+    with np.load(verdicts.inputs_path(tmp_path, grade_id)) as data:
+        inputs = {k: data[k] for k in data.files}
+    right = {f"{key}_{k}": value for k in range(int(inputs["n"])) for key, value in probe.reference(inputs, k).items()}
+    out = verdicts.outputs_path(tmp_path, grade_id)
+    assert verdicts.check_probe(probe, out).startswith("no usable probe results")  # nothing written
+    np.savez(out, **right)
+    assert verdicts.check_probe(probe, out) == ""
+    wrong = dict(right, y_3=right["y_3"] + 0.01)
+    np.savez(out, **wrong)
+    assert "probe 3" in verdicts.check_probe(probe, out)
+    np.savez(out, **dict(right, y_0=np.array([object()], dtype=object)))  # would need a pickle to load
+    assert verdicts.check_probe(probe, out) != ""
+
+
+def test_probe_inputs_cover_the_edge_cases():
+    masks = verdicts._mask_pairs(0)
+    assert not masks["a_0"].any() and not masks["b_0"].any()  # two empty masks
+    assert len({masks[f"a_{k}"].ndim for k in range(int(masks["n"]))}) == 3
+    logits = verdicts._logits_targets(0)
+    assert {logits[f"x_{k}"].dtype for k in range(int(logits["n"]))} == {np.dtype("float32"), np.dtype("float64")}
+    assert np.abs(logits["x_4"]).max() > 100  # large logits: a hand-written exp() overflows
+
+
+def test_every_probed_test_cell_writes_its_probe_results():
+    for assignment, probes in verdicts.PROBES.items():
+        cells = {c.metadata["nbgrader"]["grade_id"]: c.source
+                 for c in nbformat.read(solution_path(assignment), as_version=4).cells if "nbgrader" in c.metadata}
+        for grade_id in probes:
+            hidden = cells[grade_id].split("### BEGIN HIDDEN TESTS")[1]
+            assert f"probes_in_{grade_id}.npz" in hidden and f"probes_out_{grade_id}.npz" in hidden
