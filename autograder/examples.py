@@ -9,6 +9,8 @@ way a real submission can turn out. ``EXPECTED`` says what grading must give eac
     complete/          every exercise solved and every answer written       graded, all autograded points
     untouched.ipynb    the student version as released                      graded, 0 points
     partial/           all but the last exercise solved                     graded, some points
+    forged.ipynb       nothing solved; a hook rewrites every test into `pass` graded, 0 points (verdicts
+                                                                            are checked out of the kernel)
     raises.zip         the first exercise's cell raises before its code     graded, some points
     loops/             the first exercise's cell loops forever              timeout, the rest graded
     broken_json.ipynb  a notebook cut off mid-file                          invalid
@@ -34,6 +36,7 @@ EXPECTED: dict[str, tuple[str, tuple[float, float]]] = {
     "complete": ("graded", (1.0, 1.0)),
     "untouched": ("graded", (0.0, 0.0)),
     "partial": ("graded", (0.01, 0.99)),
+    "forged": ("graded", (0.0, 0.0)),
     "raises": ("graded", (0.01, 0.99)),
     "loops": ("timeout", (0.0, 0.99)),
     "broken_json": ("invalid", (0.0, 0.0)),
@@ -42,6 +45,11 @@ EXPECTED: dict[str, tuple[str, tuple[float, float]]] = {
 RAISE_LINE = 'raise RuntimeError("a bug in the student\'s code")  # example submission: this cell raises'
 LOOP_LINE = "while True:  # example submission: this cell never ends\n    pass"
 MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
+# The kernel's verdicts all pass once every cell that tests is replaced by `pass`.
+FORGE_CELL = ("# example submission: nothing solved, and every later cell that tests becomes `pass`\n"
+              "def _forge(lines):\n"
+              "    return ['pass\\n'] if any('assert' in line or 'probes' in line for line in lines) else lines\n\n\n"
+              "get_ipython().input_transformers_post.append(_forge)")
 
 
 def _solution_text(cell) -> str:
@@ -97,6 +105,11 @@ def make_examples(assignment: str, target: Path) -> None:
     write(completed(assignment), target / "complete" / name)
     shutil.copy(student_path(assignment), target / "untouched.ipynb")
     write(completed(assignment, skip_last_exercise=True), target / "partial" / name)
+
+    forged = nbformat.read(student_path(assignment), as_version=4)
+    setup = next(i for i, c in enumerate(forged.cells) if c.cell_type == "code" and "import " in c.source)
+    forged.cells.insert(setup + 1, nbformat.v4.new_code_cell(FORGE_CELL, id="forged-hook"))
+    write(forged, target / "forged.ipynb")
 
     raises = completed(assignment)
     cell = _first_exercise(raises)

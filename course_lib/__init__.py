@@ -10,6 +10,7 @@ notebook                    module
 03_dice_iou                 :mod:`course_lib.losses`, :mod:`course_lib.metrics`
 04_segmentation_assignment  :mod:`course_lib.data`, :mod:`course_lib.train`
 (all)                       :mod:`course_lib.viz`, :mod:`course_lib.device`
+(grading)                   :mod:`course_lib.probes` (the kernel's side of the grader's probes)
 ==========================  =========================================
 """
 

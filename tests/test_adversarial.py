@@ -88,13 +88,15 @@ def hostile_batch(tmp_path_factory):
         if cell.metadata.get("nbgrader", {}).get("grade_id") == "test_iou_score":
             cell.source = "pass"
     hostile["tamper"] = tamper
-    # rewrite every later cell that asserts into `pass`: the kernel's own verdicts all pass
-    neuter = nbformat.read(EXAMPLES / DICE / "untouched.ipynb", as_version=4)
-    setup = next(i for i, c in enumerate(neuter.cells) if c.cell_type == "code" and "import" in c.source)
-    neuter.cells.insert(setup + 1, nbformat.v4.new_code_cell(
-        "def _neuter(lines):\n    return ['pass\\n'] if any('assert' in line or 'probes' in line for line in lines) else lines\n"
-        "get_ipython().input_transformers_post.append(_neuter)"))
-    hostile["neuter"] = neuter
+    # wrong scores that compare equal to anything, and course_lib and math.isclose patched to agree
+    forger = _with_cell("import math\nimport course_lib.metrics\nmath.isclose = lambda *args, **kwargs: True")
+    for cell in forger.cells:
+        for name in ("dice_score", "iou_score"):
+            if cell.metadata.get("nbgrader", {}).get("solution") and f"def {name}(" in cell.source:
+                cell.source = (f"class _Yes(float):\n    __eq__ = lambda self, other: True\n    __hash__ = float.__hash__\n\n\n"
+                               f"def {name}(prediction, target):\n    return _Yes(0.5)\n\n\n"
+                               f"course_lib.metrics.{name} = {name}")
+    hostile["monkeypatch"] = forger
     dup = _with_cell("pass", stub_first_exercise=True)
     test_cell = next(c for c in dup.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "test_dice_score")
     fake = nbformat.v4.new_code_cell("print('all good')", metadata={"nbgrader": dict(test_cell.metadata["nbgrader"])})
@@ -147,7 +149,7 @@ def _outputs(batch, student: str) -> str:
     ("manyfiles", "crashed", 0, 0),             # past the bytes-written limit: kernel stopped
     ("escape", "graded", FULL, FULL),
     ("tamper", "graded", WITHOUT_DICE, WITHOUT_DICE),
-    ("neuter", "graded", 0, 0),                 # every test neutered in the kernel; probes checked outside
+    ("monkeypatch", "graded", WITHOUT_DICE, WITHOUT_DICE),  # fools the kernel, not the probes checked outside
     ("dupids", "graded", WITHOUT_DICE, WITHOUT_DICE),
     ("kernelname", "graded", FULL, FULL),
     ("symlinked", "invalid", 0, 0),
@@ -157,6 +159,13 @@ def test_each_hostile_submission_gets_its_status_and_score(hostile_batch, studen
     row = hostile_batch["rows"][student]
     assert row["status"] == status, row
     assert low <= row["auto_score"] <= high, row
+
+
+def test_redefined_course_lib_and_builtins_fool_the_kernel_but_not_the_grade(hostile_batch):
+    text = _outputs(hostile_batch, "monkeypatch")
+    assert "dice_score: visible tests passed" in text and "iou_score: visible tests passed" in text  # fooled...
+    row = hostile_batch["rows"]["monkeypatch"]
+    assert "test_dice_score, test_iou_score get 0 points" in row["reason"], row  # ...overridden out of the kernel
 
 
 def test_a_memory_bomb_and_a_fork_bomb_are_contained(hostile_batch):

@@ -15,6 +15,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from autograder import verdicts
 from autograder.course import (
     ASSIGNMENTS,
     ROOT,
@@ -25,6 +26,8 @@ from autograder.course import (
     student_path,
 )
 from autograder.nbgrader_runner import nbgrader_env, run_nbgrader
+from autograder.probes import PROBES
+from course_lib.probes import outputs_path
 
 STUDENTS = ("solution", "untouched")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -100,14 +103,18 @@ def test_solution_runs_under_papermill_with_the_small_setting(assignment, tmp_pa
 
     source = solution_path(assignment)
     out = tmp_path / source.name
+    verdicts.write_inputs(assignment, tmp_path)  # as the grader does: the hidden tests answer the probes
     monkeypatch.setenv("COURSE_LIB_WIDGETS", "0")  # the kernel inherits it: static figures
     papermill.execute_notebook(str(source), str(out), parameters=SMALL_PARAMETERS[assignment],
-                               cwd=str(source.parent), kernel_name="python3", progress_bar=False)
+                               cwd=str(tmp_path), kernel_name="python3", progress_bar=False)
     nb = nbformat.read(out, as_version=4)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert errors == []
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert images, "the notebook should show figures"
+    # the solution's answers to every probe are course_lib's, checked out of the kernel
+    assert {grade_id: verdicts.check_probe(probe, outputs_path(tmp_path, grade_id))
+            for grade_id, probe in PROBES[assignment].items()} == dict.fromkeys(PROBES[assignment], "")
 
 
 @pytest.fixture(scope="module")

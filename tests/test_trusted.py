@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from autograder import grading, trusted, verdicts
-from autograder.course import SMALL_PARAMETERS, solution_path
+from autograder import grading, probes, trusted, verdicts
+from autograder.course import ASSIGNMENTS, SMALL_PARAMETERS, solution_path
 from autograder.examples import completed
 from autograder.gradebook import sqlite_url
+from autograder.probes import PROBES
 from course_lib.models import ResNetFPN
+from course_lib.probes import inputs_path, outputs_path
 from course_lib.train import save_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -86,37 +88,71 @@ def test_tampering_in_the_kernel_does_not_change_the_trusted_score(tmp_path):
     assert not (out / "autograded" / "forger" / trusted.ASSIGNMENT / trusted.MODEL_FILE).exists()
 
 
-@pytest.mark.parametrize("grade_id", sorted(verdicts.PROBES["03_dice_iou"]))
-def test_probe_results_are_checked_as_plain_data_against_course_lib(tmp_path, grade_id):
-    probe = verdicts.PROBES["03_dice_iou"][grade_id]
-    verdicts.write_inputs("03_dice_iou", tmp_path)
-    with np.load(verdicts.inputs_path(tmp_path, grade_id)) as data:
-        inputs = {k: data[k] for k in data.files}
-    right = {f"{key}_{k}": value for k in range(int(inputs["n"])) for key, value in probe.reference(inputs, k).items()}
-    out = verdicts.outputs_path(tmp_path, grade_id)
-    assert verdicts.check_probe(probe, out).startswith("no usable probe results")  # nothing written
+ALL_PROBES = [(assignment, grade_id) for assignment, probes in PROBES.items() for grade_id in probes]
+
+
+@pytest.mark.parametrize("assignment, grade_id", ALL_PROBES, ids=[g for _, g in ALL_PROBES])
+def test_probe_results_are_checked_as_plain_data_against_course_lib(tmp_path, assignment, grade_id):
+    probe = PROBES[assignment][grade_id]
+    verdicts.write_inputs(assignment, tmp_path)
+    inputs = verdicts.load_outputs(inputs_path(tmp_path, grade_id))
+    last = int(inputs["n"]) - 1
+    right = {f"{name}_{k}": np.asarray(value) for k in range(last + 1) for name, value in probe.reference(inputs, k).items()}
+    out = outputs_path(tmp_path, grade_id)
+    assert verdicts.check_probe(probe, out).startswith("no probe results")  # the hidden test never got there
     np.savez(out, **right)
     assert verdicts.check_probe(probe, out) == ""
-    wrong = dict(right, y_3=right["y_3"] + 0.01)
-    np.savez(out, **wrong)
-    assert "probe 3" in verdicts.check_probe(probe, out)
-    np.savez(out, **dict(right, y_0=np.array([object()], dtype=object)))  # would need a pickle to load
-    assert verdicts.check_probe(probe, out) != ""
+    for key in [k for k in right if k.endswith(f"_{last}") and right[k].dtype.kind in "iuf"]:
+        off = right[key] + 1 if right[key].dtype.kind in "iu" else right[key] * 1.01 + 0.01
+        np.savez(out, **dict(right, **{key: off}))
+        assert f"probe {last}" in verdicts.check_probe(probe, out), key  # one number off in the last case
+    np.savez(out, **dict(right, **{f"{next(iter(probe.reference(inputs, 0)))}_0": np.array([object()], dtype=object)}))
+    assert "unreadable" in verdicts.check_probe(probe, out)  # loading it would need a pickle
+
+
+def test_counts_are_compared_exactly_and_floats_must_stay_floats(tmp_path):
+    probe = PROBES["02_resnet_fpn"]["test-ex1-lateral"]
+    inputs = probe.inputs(probe.seed)
+    right = {f"{name}_{k}": np.asarray(v) for k in range(int(inputs["n"])) for name, v in probe.reference(inputs, k).items()}
+    out = tmp_path / "out.npz"
+    np.savez(out, **dict(right, m_1=right["m_1"] + 1))  # 524,544 parameters: within rtol, still wrong
+    assert "probe 1: 'm'" in verdicts.check_probe(probe, out)
+    np.savez(out, **dict(right, y_0=np.rint(right["y_0"]).astype(np.int64)))
+    assert "expected floats" in verdicts.check_probe(probe, out)
+
+
+def test_a_zip_bomb_of_probe_results_is_refused_before_it_is_unpacked(tmp_path, monkeypatch):
+    monkeypatch.setattr(verdicts, "MAX_OUTPUT_BYTES", 2**20)
+    np.savez_compressed(tmp_path / "bomb.npz", y_0=np.zeros(2**19))  # 4 MiB of zeros, a few KiB packed
+    assert (tmp_path / "bomb.npz").stat().st_size < 2**15
+    with pytest.raises(ValueError, match="unpacked"):
+        verdicts.load_outputs(tmp_path / "bomb.npz")
 
 
 def test_probe_inputs_cover_the_edge_cases():
-    masks = verdicts._mask_pairs(0)
+    masks = probes._mask_pairs(0)
     assert not masks["a_0"].any() and not masks["b_0"].any()  # two empty masks
     assert len({masks[f"a_{k}"].ndim for k in range(int(masks["n"]))}) == 3
-    logits = verdicts._logits_targets(0)
+    logits = probes._logits_targets(0)
     assert {logits[f"x_{k}"].dtype for k in range(int(logits["n"]))} == {np.dtype("float32"), np.dtype("float64")}
     assert np.abs(logits["x_4"]).max() > 100  # large logits: a hand-written exp() overflows
+    images = probes._images(0)
+    assert {images[f"x_{k}"].dtype for k in range(int(images["n"]))} == {np.dtype("float32"), np.dtype("uint8")}
+    assert {images[f"x_{k}"].ndim for k in range(int(images["n"]))} == {3, 4}
+    sizes = probes._image_sizes(0)["q_0"]
+    assert (sizes % 2 == 1).any() and sizes.min() == 1  # odd sizes and a 1×1 image
+    fpn = probes._fpn_cases(probes.FPN_EQUIVALENCE, 0)
+    assert sorted(int(fpn[f"ch_{k}"].size) for k in range(int(fpn["n"])))[:3] == [1, 2, 3]  # 1, 2, 3 levels
+    assert any(s % 2 for s in fpn["f0_1"].shape[-2:])  # odd level sizes: 97×131 → 25×33
 
 
-def test_every_probed_test_cell_writes_its_probe_results():
-    for assignment, probes in verdicts.PROBES.items():
-        cells = {c.metadata["nbgrader"]["grade_id"]: c.source
-                 for c in nbformat.read(solution_path(assignment), as_version=4).cells if "nbgrader" in c.metadata}
-        for grade_id in probes:
+def test_every_autograded_point_is_decided_out_of_the_kernel():
+    """Each autograded cell is probed, or scored from the exported model (the final assignment's mIoU)."""
+    for assignment in ASSIGNMENTS:
+        cells = {c.metadata["nbgrader"]["grade_id"]: c.source for c in nbformat.read(solution_path(assignment), as_version=4).cells
+                 if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")}
+        trusted_cells = set(trusted.GRADE_CELLS) if assignment == trusted.ASSIGNMENT else set()
+        assert set(cells) == set(PROBES[assignment]) | trusted_cells, assignment
+        for grade_id in PROBES[assignment]:
             hidden = cells[grade_id].split("### BEGIN HIDDEN TESTS")[1]
-            assert f"probes_in_{grade_id}.npz" in hidden and f"probes_out_{grade_id}.npz" in hidden
+            assert f'_answer_probes("{grade_id}", ' in hidden, grade_id
