@@ -18,6 +18,7 @@ hook that rewrites later cells) may have been replaced. For every autograded cel
 
 from __future__ import annotations
 
+import functools
 import logging
 import zipfile
 from pathlib import Path
@@ -31,11 +32,20 @@ log = logging.getLogger(__name__)
 MAX_OUTPUT_BYTES = 256 * 2**20  # uncompressed: a zip bomb must not take the grader's memory
 
 
+@functools.cache
+def probe_inputs(probe: Probe) -> dict[str, np.ndarray]:
+    """The probe's inputs, drawn once per process (read-only: shared by every caller)."""
+    inputs = probe.inputs(probe.seed)
+    for array in inputs.values():
+        array.flags.writeable = False
+    return inputs
+
+
 def write_inputs(assignment: str, folder: Path) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for grade_id, probe in PROBES.get(assignment, {}).items():
-        np.savez(inputs_path(folder, grade_id), **probe.inputs(probe.seed))
+        np.savez(inputs_path(folder, grade_id), **probe_inputs(probe))
 
 
 def load_outputs(path: Path) -> dict[str, np.ndarray]:
@@ -65,7 +75,7 @@ def _mismatch(have: np.ndarray | None, want: np.ndarray, probe: Probe) -> str:
 
 def check_probe(probe: Probe, outputs: Path) -> str:
     """'' when the student's outputs match the references on every input, else why not."""
-    inputs = probe.inputs(probe.seed)  # our own copy: the kernel may have rewritten its file
+    inputs = probe_inputs(probe)  # our own copy: the kernel may have rewritten its file
     if not Path(outputs).is_file():
         return "no probe results (the hidden test did not run to its end)"
     try:

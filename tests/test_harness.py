@@ -131,10 +131,10 @@ def test_a_notebook_past_its_limit_is_stopped_with_its_kernel_and_a_dead_kernel_
         nbformat.write(nb, folder / f"{student}.ipynb")
     nbformat.write(completed(DICE), folder / "steady.ipynb")
     out = tmp_path / "out"
-    opts = _options(out, folder, workers=2, timeout=45, cell_timeout=600, keep_workspaces=True)
+    opts = _options(out, folder, workers=2, timeout=30, cell_timeout=600, keep_workspaces=True)
     result = grading.grade(opts)
     status = {o["student"]: o for o in result.outcomes}
-    assert status["looper"]["status"] == "timeout" and "45 s limit" in status["looper"]["reason"]
+    assert status["looper"]["status"] == "timeout" and "30 s limit" in status["looper"]["reason"]
     assert status["quitter"]["status"] == "crashed" and "kernel died" in status["quitter"]["reason"]
     assert status["steady"]["status"] == "graded" and status["steady"]["auto_score"] == 10.0
     assert status["looper"]["score"] == 0 and status["quitter"]["score"] == 0

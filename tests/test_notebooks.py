@@ -154,7 +154,9 @@ def test_autograde_gives_solutions_full_points_and_untouched_notebooks_zero(grad
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+# not the final assignment: validating it would train a third time; papermill runs its solution
+# with every hidden test and autograde gives it full points above
+@pytest.mark.parametrize("assignment", [a for a in ASSIGNMENTS if a != "04_segmentation_assignment"])
 def test_nbgrader_validate_passes_on_the_solution(graded_course, assignment):
     path = graded_course / "solutions" / assignment / ASSIGNMENTS[assignment]
     result = _nbgrader(graded_course, "validate", str(path))
