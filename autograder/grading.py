@@ -401,13 +401,18 @@ def prepare(opts: GradingOptions, source: str) -> None:
     meta = opts.out / ".autograder" / "template" / opts.assignment
     meta.mkdir(parents=True, exist_ok=True)
     template = meta / "gradebook.db"
-    for db_url, stamp, fresh in ((opts.db_url, meta / "course-gradebook.stamp", False),
-                                 (gradebook.sqlite_url(template), meta / "template.stamp", True)):
+    for db_url, stamp, fresh in ((gradebook.sqlite_url(template), meta / "template.stamp", True),
+                                 (opts.db_url, meta / "course-gradebook.stamp", False)):
         key = f"{source} {db_url}"
         if stamp.exists() and stamp.read_text() == key and gradebook.has_assignment(db_url, opts.assignment):
             continue
+        course_file = db_url.removeprefix("sqlite:///") if db_url.startswith("sqlite:///") else None
         if fresh:  # the template holds the assignment only
             template.unlink(missing_ok=True)
+        elif course_file and not Path(course_file).exists():  # a new course gradebook is the template
+            shutil.copy(template, course_file)
+            stamp.write_text(key)
+            continue
         with tempfile.TemporaryDirectory(prefix="autograder-release-") as scratch:
             gradebook.add_assignment(opts.assignment, db_url, Path(scratch) / "course")
         stamp.write_text(key)

@@ -98,6 +98,14 @@ def _safe_relative(name: str) -> str | None:
     return str(path)
 
 
+def is_regular_file(path: Path) -> bool:
+    """A plain file, not a symlink, FIFO or device: what a kernel leaves behind is read only then."""
+    try:
+        return stat.S_ISREG(Path(path).lstat().st_mode)
+    except OSError:
+        return False
+
+
 def read_files(sub: Submission) -> dict[str, bytes]:
     """The submission's files as {relative path: bytes}; symlinks and special files refused."""
     files: dict[str, bytes] = {}

@@ -24,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from autograder import submissions
+
 ASSIGNMENT = "04_segmentation_assignment"
 NOTEBOOK = "segmentation_assignment"
 MODEL_FILE = "submission_model.pt"
@@ -93,8 +95,10 @@ def score_export(model_path: Path, image_size: int) -> tuple[float | None, str]:
     """
     from autograder import sandbox
 
-    if not model_path.is_file():
+    if not model_path.exists() and not model_path.is_symlink():
         return None, f"no exported model ({MODEL_FILE}): the hidden test did not run to its export"
+    if not submissions.is_regular_file(model_path):
+        return None, f"the exported model ({MODEL_FILE}) is not a regular file (a symlink or a special file)"
     with tempfile.TemporaryDirectory(prefix="trusted-") as work:
         shutil.copy(model_path, Path(work) / MODEL_FILE)
         args = [sys.executable, "-c", EVALUATE, MODEL_FILE, str(image_size), str(HIDDEN_SEED), str(HIDDEN_SIZE),

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from autograder.probes import PROBES, Probe
+from autograder.submissions import is_regular_file
 from course_lib.probes import inputs_path, outputs_path
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,10 @@ def _mismatch(have: np.ndarray | None, want: np.ndarray, probe: Probe) -> str:
 def check_probe(probe: Probe, outputs: Path) -> str:
     """'' when the student's outputs match the references on every input, else why not."""
     inputs = probe_inputs(probe)  # our own copy: the kernel may have rewritten its file
-    if not Path(outputs).is_file():
+    if not Path(outputs).exists() and not Path(outputs).is_symlink():
         return "no probe results (the hidden test did not run to its end)"
+    if not is_regular_file(outputs):
+        return "probe results are not a regular file (a symlink or a special file)"
     try:
         got = load_outputs(outputs)
     except Exception as err:

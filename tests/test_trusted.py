@@ -121,6 +121,20 @@ def test_counts_are_compared_exactly_and_floats_must_stay_floats(tmp_path):
     assert "expected floats" in verdicts.check_probe(probe, out)
 
 
+def test_probe_results_and_exports_that_are_symlinks_are_not_followed(tmp_path):
+    probe = PROBES["03_dice_iou"]["test_dice_score"]
+    inputs = verdicts.probe_inputs(probe)
+    real = tmp_path / "real.npz"  # right answers, but behind a link the kernel made
+    np.savez(real, **{f"y_{k}": probe.reference(inputs, k)["y"] for k in range(int(inputs["n"]))})
+    assert verdicts.check_probe(probe, real) == ""
+    link = outputs_path(tmp_path, "test_dice_score")
+    link.symlink_to(real)
+    assert "not a regular file" in verdicts.check_probe(probe, link)
+    (tmp_path / trusted.MODEL_FILE).symlink_to(tmp_path / "gradebook.db")  # dangling here, the grader's file there
+    miou, reason = trusted.score_export(tmp_path / trusted.MODEL_FILE, 64)
+    assert miou is None and "not a regular file" in reason
+
+
 def test_a_zip_bomb_of_probe_results_is_refused_before_it_is_unpacked(tmp_path, monkeypatch):
     monkeypatch.setattr(verdicts, "MAX_OUTPUT_BYTES", 2**20)
     np.savez_compressed(tmp_path / "bomb.npz", y_0=np.zeros(2**19))  # 4 MiB of zeros, a few KiB packed
