@@ -39,7 +39,7 @@ import nbformat
 import psutil
 from tqdm.auto import tqdm
 
-from autograder import gradebook, submissions, trusted
+from autograder import gradebook, submissions, trusted, verdicts
 from autograder.course import ASSIGNMENTS, SOLUTIONS, parameter_names
 from autograder.nbgrader_plugins import CELL_TIMEOUT_ENV, PARAMETERS_ENV, TRAINING_TIMEOUT_ENV
 from autograder.nbgrader_runner import nbgrader_env, run_nbgrader
@@ -218,6 +218,7 @@ def worker_env(task: Task, opts: GradingOptions) -> dict[str, str]:
         "MKL_NUM_THREADS": str(slot.threads),
         "PYTHONDONTWRITEBYTECODE": "1",
         VIOLATION_ENV: str(task.workspace / "sandbox-violations.txt"),
+        verdicts.CACHE_ENV: str(verdicts.cache_root(opts.out)),
     }
     if opts.cell_timeout:
         extra[CELL_TIMEOUT_ENV] = str(int(opts.cell_timeout))
@@ -397,7 +398,9 @@ class BatchResult:
 
 def prepare(opts: GradingOptions, source: str) -> None:
     """Course gradebook and template gradebook both get the assignment (nbgrader
-    generate_assignment), unless they already hold this version (``source``) of it."""
+    generate_assignment), unless they already hold this version (``source``) of it; the
+    probes' inputs and answers are made once here, not in every submission's process."""
+    verdicts.probe_cache(opts.assignment, verdicts.cache_root(opts.out))
     meta = opts.out / ".autograder" / "template" / opts.assignment
     meta.mkdir(parents=True, exist_ok=True)
     template = meta / "gradebook.db"

@@ -136,7 +136,8 @@ def pre_autograde_hook(assignment: str, student: str, notebooks, course_root: st
     from autograder import verdicts
 
     student, assignment = _submission_of(notebooks)
-    verdicts.write_inputs(assignment, Path(course_root) / "autograded" / student / assignment)
+    cache = verdicts.probe_cache(assignment, verdicts.cache_root(course_root))
+    verdicts.write_inputs(cache, Path(course_root) / "autograded" / student / assignment)
 
 
 def post_autograde_hook(assignment: str, student: str, notebooks, course_root: str, db_url: str) -> None:
@@ -149,6 +150,7 @@ def post_autograde_hook(assignment: str, student: str, notebooks, course_root: s
     student, assignment = _submission_of(notebooks)
     folder = Path(course_root) / "autograded" / student / assignment
     notebook = Path(sorted(notebooks)[0]).stem
-    verdicts.check_outputs(assignment, student, folder, db_url, notebook)
+    cache = verdicts.probe_cache(assignment, verdicts.cache_root(course_root))
+    verdicts.check_outputs(assignment, student, folder, db_url, notebook, cache)
     if assignment == trusted.ASSIGNMENT:
         trusted.score_final_assignment(student, folder, db_url)

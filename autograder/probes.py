@@ -28,6 +28,10 @@ Arrays = dict[str, np.ndarray]
 
 @dataclass(frozen=True)
 class Probe:
+    """Inputs drawn from ``seed``, course_lib's answers, and how close a float answer must be:
+    ``rtol`` of each element, ``atol`` of the answer's largest magnitude (at least 1).
+    Counts and sizes (integer answers) must be exact."""
+
     inputs: Callable[[int], Arrays]
     seed: int
     reference: Callable[[Arrays, int], Arrays]
@@ -179,7 +183,8 @@ def _fpn_cases(configs: list, seed: int) -> Arrays:
         with torch.device("meta"):  # names and shapes only
             shapes = {name: tuple(t.shape) for name, t in FPN(channels, d).state_dict().items()}
         case = {"ch": np.array(channels), "d": np.array(d), "first": np.array(first)}
-        case.update({f"w.{name}": (0.2 * rng.standard_normal(shape)).astype(np.float32) for name, shape in shapes.items()})
+        case.update({f"w.{name}": (rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32)  # fan-in
+                     for name, shape in shapes.items()})
         sizes = pyramids.feature_map_sizes(h, w)
         case.update({f"f{i}": rng.standard_normal((batch, c, *sizes[f"c{first + i}"])).astype(np.float32)
                      for i, c in enumerate(channels)})

@@ -5,52 +5,115 @@ A test cell runs in the student's kernel after the student's code, so everything
 hook that rewrites later cells) may have been replaced. For every autograded cell in
 ``PROBES`` (:mod:`autograder.probes`):
 
-1. before the notebook runs, :func:`write_inputs` (nbgrader's pre-convert hook) writes
-   inputs drawn here, in trusted code, to ``probes_in_<grade id>.npz`` next to the notebook;
-2. the hidden part of the test cell runs the student's code on them and saves the results
+1. once per version of the probes and of ``course_lib``, :func:`probe_cache` draws the inputs
+   and computes course_lib's answers on them into a folder the kernel never sees
+   (``$AUTOGRADER_PROBE_CACHE``, else ``.autograder/probes`` in the course root);
+2. before the notebook runs, :func:`write_inputs` (nbgrader's pre-convert hook) copies the
+   inputs next to it, ``probes_in_<grade id>.npz``;
+3. the hidden part of the test cell runs the student's code on them and saves the results
    as arrays, ``probes_out_<grade id>.npz`` (``course_lib.probes.answer_probes``);
-3. after the notebook ran, :func:`check_outputs` (the post-convert hook, in nbgrader's
-   process) loads those arrays with ``allow_pickle=False`` and a size cap, recomputes every
-   reference with ``course_lib`` on its own copy of the inputs, and takes the cell's points
-   away unless all match. The kernel's verdict still counts (both must pass), but a forged
-   one alone earns nothing: the student's code must produce the right numbers.
+4. after the notebook ran, :func:`check_outputs` (the post-convert hook, in nbgrader's
+   process) loads those arrays with ``allow_pickle=False`` and a size cap, compares them with
+   the expected answers and takes the cell's points away unless all match. The kernel's
+   verdict still counts (both must pass), but a forged one alone earns nothing: the
+   student's code must produce the right numbers.
+
+The hooks themselves need only numpy: torch and ``course_lib`` are imported when the cache
+is made (once per batch in ``autograder grade``), not once per submission.
 """
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import logging
+import os
+import shutil
+import tempfile
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-from autograder.probes import PROBES, Probe
 from autograder.submissions import is_regular_file
-from course_lib.probes import inputs_path, outputs_path
 
 log = logging.getLogger(__name__)
 MAX_OUTPUT_BYTES = 256 * 2**20  # uncompressed: a zip bomb must not take the grader's memory
+CACHE_ENV = "AUTOGRADER_PROBE_CACHE"
+RTOL, ATOL = "__rtol__", "__atol__"  # the probe's tolerances, stored with its expected answers
+PACKAGE = Path(__file__).resolve().parents[1]
 
 
-@functools.cache
-def probe_inputs(probe: Probe) -> dict[str, np.ndarray]:
-    """The probe's inputs, drawn once per process (read-only: shared by every caller)."""
+# The kernel's side (course_lib.probes) uses the same names; importing it here would import
+# torch into every grading process (a test checks that the names agree).
+def inputs_path(folder: Path, grade_id: str) -> Path:
+    return Path(folder) / f"probes_in_{grade_id}.npz"
+
+
+def outputs_path(folder: Path, grade_id: str) -> Path:
+    return Path(folder) / f"probes_out_{grade_id}.npz"
+
+
+def expected_path(folder: Path, grade_id: str) -> Path:
+    return Path(folder) / f"probes_expected_{grade_id}.npz"
+
+
+def expected_answers(probe) -> dict[str, np.ndarray]:
+    """course_lib's answers to every case of ``probe``, as ``<name>_<k>``, and its tolerances."""
     inputs = probe.inputs(probe.seed)
-    for array in inputs.values():
-        array.flags.writeable = False
-    return inputs
+    answers = {f"{name}_{k}": np.asarray(value) for k in range(int(inputs["n"]))
+               for name, value in probe.reference(inputs, k).items()}
+    return {**answers, RTOL: np.array(probe.rtol), ATOL: np.array(probe.atol)}
 
 
-def write_inputs(assignment: str, folder: Path) -> None:
+def _version() -> str:
+    """Fingerprint of what the answers depend on: the probes, course_lib, torch and numpy."""
+    digest = hashlib.sha256()
+    for path in sorted([PACKAGE / "autograder" / "probes.py", *(PACKAGE / "course_lib").rglob("*.py")]):
+        digest.update(path.read_bytes())
+    for package in ("torch", "numpy"):
+        digest.update(metadata.version(package).encode())
+    return digest.hexdigest()[:16]
+
+
+def cache_root(course_root: str | Path) -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path(course_root) / ".autograder" / "probes")
+
+
+def probe_cache(assignment: str, root: Path) -> Path:
+    """The folder with the inputs and expected answers of the assignment's probes, made on
+    first use (atomically: parallel graders may race to make it)."""
+    folder = Path(root) / f"{assignment}-{_version()}"
+    if folder.is_dir():
+        return folder
+    from autograder.probes import PROBES  # torch and course_lib: only when the cache is made
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{assignment}-", dir=folder.parent))
+    for grade_id, probe in PROBES.get(assignment, {}).items():
+        np.savez(inputs_path(scratch, grade_id), **probe.inputs(probe.seed))
+        np.savez(expected_path(scratch, grade_id), **expected_answers(probe))
+    try:
+        scratch.rename(folder)
+    except OSError:  # made meanwhile by another grader
+        shutil.rmtree(scratch, ignore_errors=True)
+    return folder
+
+
+def probed_cells(cache: Path) -> list[str]:
+    return sorted(p.name.removeprefix("probes_expected_").removesuffix(".npz") for p in cache.glob("probes_expected_*.npz"))
+
+
+def write_inputs(cache: Path, folder: Path) -> None:
+    """The probes' inputs next to the notebook about to run."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for grade_id, probe in PROBES.get(assignment, {}).items():
-        np.savez(inputs_path(folder, grade_id), **probe_inputs(probe))
+    for grade_id in probed_cells(cache):
+        shutil.copyfile(inputs_path(cache, grade_id), inputs_path(folder, grade_id))
 
 
-def load_outputs(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of a kernel-written ``.npz``: no pickles, at most ``MAX_OUTPUT_BYTES`` unpacked."""
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz``: no pickles, at most ``MAX_OUTPUT_BYTES`` unpacked."""
     with zipfile.ZipFile(path) as archive:
         unpacked = sum(info.file_size for info in archive.infolist())
     if unpacked > MAX_OUTPUT_BYTES:
@@ -59,7 +122,7 @@ def load_outputs(path: Path) -> dict[str, np.ndarray]:
         return {key: np.array(data[key]) for key in data.files}
 
 
-def _mismatch(have: np.ndarray | None, want: np.ndarray, probe: Probe) -> str:
+def _mismatch(have: np.ndarray | None, want: np.ndarray, rtol: float, atol: float) -> str:
     """Why ``have`` is not ``want`` ('' when it is)."""
     if have is None or have.shape != want.shape:
         return "missing or of the wrong shape"
@@ -69,39 +132,44 @@ def _mismatch(have: np.ndarray | None, want: np.ndarray, probe: Probe) -> str:
         return f"of dtype {have.dtype}, expected {'floats' if want.dtype.kind == 'f' else 'numbers'}"
     if want.dtype.kind in "biu":  # counts and sizes: exact, whatever the tolerance of the rest
         return "" if np.array_equal(have, want) else "differs"
-    if not np.allclose(have.astype(np.float64), want, rtol=probe.rtol, atol=probe.atol, equal_nan=False):
+    # atol scales with the answer: float32 sums in another order (another thread count, say)
+    # differ by about 1e-7 of the largest magnitude, not of each element
+    scale = max(1.0, float(np.abs(want).max(initial=0.0)))
+    if not np.allclose(have.astype(np.float64), want, rtol=rtol, atol=atol * scale, equal_nan=False):
         return "differs"
     return ""
 
 
-def check_probe(probe: Probe, outputs: Path) -> str:
-    """'' when the student's outputs match the references on every input, else why not."""
-    inputs = probe_inputs(probe)  # our own copy: the kernel may have rewritten its file
-    if not Path(outputs).exists() and not Path(outputs).is_symlink():
+def check_probe(expected: dict[str, np.ndarray], outputs: Path) -> str:
+    """'' when the student's results match the expected answers on every case, else why not."""
+    outputs = Path(outputs)
+    if not outputs.exists() and not outputs.is_symlink():
         return "no probe results (the hidden test did not run to its end)"
     if not is_regular_file(outputs):
         return "probe results are not a regular file (a symlink or a special file)"
     try:
-        got = load_outputs(outputs)
+        got = load_arrays(outputs)
     except Exception as err:
         return f"unreadable probe results ({type(err).__name__}: {err})"[:160]
-    for k in range(int(inputs["n"])):
-        for name, want in probe.reference(inputs, k).items():
-            why = _mismatch(got.get(f"{name}_{k}"), np.asarray(want), probe)
-            if why:
-                return f"probe {k}: {name!r} {why} (course_lib's answer)"
+    rtol, atol = float(expected[RTOL]), float(expected[ATOL])
+    answers = sorted((key for key in expected if key not in (RTOL, ATOL)), key=lambda key: int(key.rsplit("_", 1)[1]))
+    for key in answers:
+        why = _mismatch(got.get(key), expected[key], rtol, atol)
+        if why:
+            name, k = key.rsplit("_", 1)
+            return f"probe {k}: {name!r} {why} (course_lib's answer)"
     return ""
 
 
-def check_outputs(assignment: str, student: str, folder: Path, db_url: str, notebook: str) -> dict[str, str]:
+def check_outputs(assignment: str, student: str, folder: Path, db_url: str, notebook: str, cache: Path) -> dict[str, str]:
     """Take the points of probed cells whose results do not check out; {grade id: reason}
     for the cells the kernel had passed. The probe files are removed afterwards."""
     from nbgrader.api import Gradebook
 
     failures = {}
-    for grade_id, probe in PROBES.get(assignment, {}).items():
+    for grade_id in probed_cells(cache):
         try:
-            reason = check_probe(probe, outputs_path(folder, grade_id))
+            reason = check_probe(load_arrays(expected_path(cache, grade_id)), outputs_path(folder, grade_id))
         except Exception as err:  # a failing check never leaves the kernel's verdict standing
             reason = f"check failed: {err}"
         if reason:

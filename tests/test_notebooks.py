@@ -27,7 +27,6 @@ from autograder.course import (
 )
 from autograder.nbgrader_runner import nbgrader_env, run_nbgrader
 from autograder.probes import PROBES
-from course_lib.probes import outputs_path
 
 STUDENTS = ("solution", "untouched")
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -103,7 +102,8 @@ def test_solution_runs_under_papermill_with_the_small_setting(assignment, tmp_pa
 
     source = solution_path(assignment)
     out = tmp_path / source.name
-    verdicts.write_inputs(assignment, tmp_path)  # as the grader does: the hidden tests answer the probes
+    cache = verdicts.probe_cache(assignment, tmp_path / "cache")
+    verdicts.write_inputs(cache, tmp_path)  # as the grader does: the hidden tests answer the probes
     monkeypatch.setenv("COURSE_LIB_WIDGETS", "0")  # the kernel inherits it: static figures
     papermill.execute_notebook(str(source), str(out), parameters=SMALL_PARAMETERS[assignment],
                                cwd=str(tmp_path), kernel_name="python3", progress_bar=False)
@@ -113,8 +113,9 @@ def test_solution_runs_under_papermill_with_the_small_setting(assignment, tmp_pa
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert images, "the notebook should show figures"
     # the solution's answers to every probe are course_lib's, checked out of the kernel
-    assert {grade_id: verdicts.check_probe(probe, outputs_path(tmp_path, grade_id))
-            for grade_id, probe in PROBES[assignment].items()} == dict.fromkeys(PROBES[assignment], "")
+    assert {grade_id: verdicts.check_probe(verdicts.load_arrays(verdicts.expected_path(cache, grade_id)),
+                                           verdicts.outputs_path(tmp_path, grade_id))
+            for grade_id in verdicts.probed_cells(cache)} == dict.fromkeys(PROBES[assignment], "")
 
 
 @pytest.fixture(scope="module")

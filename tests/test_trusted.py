@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -14,8 +15,8 @@ from autograder.course import ASSIGNMENTS, SMALL_PARAMETERS, solution_path
 from autograder.examples import completed
 from autograder.gradebook import sqlite_url
 from autograder.probes import PROBES
+from course_lib import probes as kernel_probes
 from course_lib.models import ResNetFPN
-from course_lib.probes import inputs_path, outputs_path
 from course_lib.train import save_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -93,43 +94,52 @@ ALL_PROBES = [(assignment, grade_id) for assignment, probes in PROBES.items() fo
 
 @pytest.mark.parametrize("assignment, grade_id", ALL_PROBES, ids=[g for _, g in ALL_PROBES])
 def test_probe_results_are_checked_as_plain_data_against_course_lib(tmp_path, assignment, grade_id):
-    probe = PROBES[assignment][grade_id]
-    verdicts.write_inputs(assignment, tmp_path)
-    inputs = verdicts.load_outputs(inputs_path(tmp_path, grade_id))
-    last = int(inputs["n"]) - 1
-    right = {f"{name}_{k}": np.asarray(value) for k in range(last + 1) for name, value in probe.reference(inputs, k).items()}
-    out = outputs_path(tmp_path, grade_id)
-    assert verdicts.check_probe(probe, out).startswith("no probe results")  # the hidden test never got there
+    expected = verdicts.expected_answers(PROBES[assignment][grade_id])
+    right = {key: value for key, value in expected.items() if key not in (verdicts.RTOL, verdicts.ATOL)}
+    last = max(int(key.rsplit("_", 1)[1]) for key in right)
+    out = verdicts.outputs_path(tmp_path, grade_id)
+    assert verdicts.check_probe(expected, out).startswith("no probe results")  # the hidden test never got there
     np.savez(out, **right)
-    assert verdicts.check_probe(probe, out) == ""
+    assert verdicts.check_probe(expected, out) == ""
     for key in [k for k in right if k.endswith(f"_{last}") and right[k].dtype.kind in "iuf"]:
         off = right[key] + 1 if right[key].dtype.kind in "iu" else right[key] * 1.01 + 0.01
         np.savez(out, **dict(right, **{key: off}))
-        assert f"probe {last}" in verdicts.check_probe(probe, out), key  # one number off in the last case
-    np.savez(out, **dict(right, **{f"{next(iter(probe.reference(inputs, 0)))}_0": np.array([object()], dtype=object)}))
-    assert "unreadable" in verdicts.check_probe(probe, out)  # loading it would need a pickle
+        assert f"probe {last}" in verdicts.check_probe(expected, out), key  # one number off in the last case
+    np.savez(out, **dict(right, **{next(iter(right)): np.array([object()], dtype=object)}))
+    assert "unreadable" in verdicts.check_probe(expected, out)  # loading it would need a pickle
+
+
+def test_the_probe_cache_is_made_once_and_is_what_the_hooks_use(tmp_path):
+    cache = verdicts.probe_cache("02_resnet_fpn", tmp_path)
+    assert verdicts.probed_cells(cache) == sorted(PROBES["02_resnet_fpn"])
+    stamp = verdicts.expected_path(cache, "test-ex2-merge").stat().st_mtime_ns
+    assert verdicts.probe_cache("02_resnet_fpn", tmp_path) == cache  # reused, not made again
+    assert verdicts.expected_path(cache, "test-ex2-merge").stat().st_mtime_ns == stamp
+    verdicts.write_inputs(cache, tmp_path / "run")
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(
+        kernel_probes.inputs_path(".", g).name for g in PROBES["02_resnet_fpn"])  # the names the kernel reads
+    assert kernel_probes.outputs_path(".", "x").name == verdicts.outputs_path(Path("."), "x").name
+    assert verdicts.probed_cells(verdicts.probe_cache("no_such_assignment", tmp_path)) == []
 
 
 def test_counts_are_compared_exactly_and_floats_must_stay_floats(tmp_path):
-    probe = PROBES["02_resnet_fpn"]["test-ex1-lateral"]
-    inputs = probe.inputs(probe.seed)
-    right = {f"{name}_{k}": np.asarray(v) for k in range(int(inputs["n"])) for name, v in probe.reference(inputs, k).items()}
+    expected = verdicts.expected_answers(PROBES["02_resnet_fpn"]["test-ex1-lateral"])
+    right = {key: value for key, value in expected.items() if key not in (verdicts.RTOL, verdicts.ATOL)}
     out = tmp_path / "out.npz"
     np.savez(out, **dict(right, m_1=right["m_1"] + 1))  # 524,544 parameters: within rtol, still wrong
-    assert "probe 1: 'm'" in verdicts.check_probe(probe, out)
+    assert "probe 1: 'm'" in verdicts.check_probe(expected, out)
     np.savez(out, **dict(right, y_0=np.rint(right["y_0"]).astype(np.int64)))
-    assert "expected floats" in verdicts.check_probe(probe, out)
+    assert "expected floats" in verdicts.check_probe(expected, out)
 
 
 def test_probe_results_and_exports_that_are_symlinks_are_not_followed(tmp_path):
-    probe = PROBES["03_dice_iou"]["test_dice_score"]
-    inputs = verdicts.probe_inputs(probe)
+    expected = verdicts.expected_answers(PROBES["03_dice_iou"]["test_dice_score"])
     real = tmp_path / "real.npz"  # right answers, but behind a link the kernel made
-    np.savez(real, **{f"y_{k}": probe.reference(inputs, k)["y"] for k in range(int(inputs["n"]))})
-    assert verdicts.check_probe(probe, real) == ""
-    link = outputs_path(tmp_path, "test_dice_score")
+    np.savez(real, **{k: v for k, v in expected.items() if k not in (verdicts.RTOL, verdicts.ATOL)})
+    assert verdicts.check_probe(expected, real) == ""
+    link = verdicts.outputs_path(tmp_path, "test_dice_score")
     link.symlink_to(real)
-    assert "not a regular file" in verdicts.check_probe(probe, link)
+    assert "not a regular file" in verdicts.check_probe(expected, link)
     (tmp_path / trusted.MODEL_FILE).symlink_to(tmp_path / "gradebook.db")  # dangling here, the grader's file there
     miou, reason = trusted.score_export(tmp_path / trusted.MODEL_FILE, 64)
     assert miou is None and "not a regular file" in reason
@@ -140,7 +150,7 @@ def test_a_zip_bomb_of_probe_results_is_refused_before_it_is_unpacked(tmp_path, 
     np.savez_compressed(tmp_path / "bomb.npz", y_0=np.zeros(2**19))  # 4 MiB of zeros, a few KiB packed
     assert (tmp_path / "bomb.npz").stat().st_size < 2**15
     with pytest.raises(ValueError, match="unpacked"):
-        verdicts.load_outputs(tmp_path / "bomb.npz")
+        verdicts.load_arrays(tmp_path / "bomb.npz")
 
 
 def test_probe_inputs_cover_the_edge_cases():
