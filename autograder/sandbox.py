@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import glob
+import importlib.util
 import json
 import os
 import shutil
@@ -117,10 +118,9 @@ def check_bwrap() -> str:
 
 def _python_roots() -> list[str]:
     """Folders of this Python: the environment, its base installation, the editable course_lib."""
-    import course_lib
-
+    course_lib = importlib.util.find_spec("course_lib")  # found, not imported (that would import torch)
     roots = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix,
-             str(Path(course_lib.__file__).resolve().parent)}
+             str(Path(course_lib.origin).resolve().parent)}
     for entry in sys.path:
         if "site-packages" in entry or "dist-packages" in entry:
             roots.add(entry)
