@@ -3,14 +3,15 @@
 Shaped like nbgrader's converters, as a list of small steps. Each submission goes through
 ``SUBMISSION_STEPS`` in a worker thread, in a private course root of its own (the course's
 ``nbgrader_config.py``, a copy of the template gradebook, the staged submission), where
-the real ``nbgrader autograde`` and ``nbgrader generate_feedback`` run in a subprocess
-pinned to a CPU share or a GPU. Then ``RECORD_STEPS`` run in the main thread, one
+the real ``nbgrader autograde`` and ``nbgrader generate_feedback`` run in a process of
+its own (forked from a server that has nbgrader imported), pinned to a CPU share or a GPU. Then ``RECORD_STEPS`` run in the main thread, one
 submission at a time: grades into the course gradebook (see :mod:`autograder.gradebook`),
 files into ``--out``, a line in the journal, ``status.csv``. A step ends a submission early
 by raising :class:`Verdict`; any other exception is a harness fault, status ``error``.
 
-Re-running skips what the journal says is done, unless the submission, the assignment's
-source or the pinned parameters changed, or ``force`` is set. A run killed at any point
+Re-running skips what the journal says is done, unless the submission, the grading rules
+(the assignment's source, the probes, course_lib, the checking code) or the pinned
+parameters changed, or ``force`` is set. A run killed at any point
 (even SIGKILL) loses nothing: a submission counts as done only once its journal line is
 written, after its grades are in the gradebook, and recording replaces earlier grades.
 """
@@ -31,6 +32,7 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import TimeoutError as WaitTimeout
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,7 +41,7 @@ import nbformat
 import psutil
 from tqdm.auto import tqdm
 
-from autograder import gradebook, submissions, trusted, verdicts
+from autograder import forkserver, gradebook, submissions, trusted, verdicts
 from autograder.course import ASSIGNMENTS, SOLUTIONS, parameter_names
 from autograder.nbgrader_plugins import CELL_TIMEOUT_ENV, PARAMETERS_ENV, TRAINING_TIMEOUT_ENV
 from autograder.nbgrader_runner import nbgrader_env, run_nbgrader
@@ -148,6 +150,7 @@ class Task:
     digest: str
     workspace: Path
     slot: Slot | None = None
+    launcher: forkserver.ForkServer | None = None  # the batch's, where the worker is forked
     files: dict[str, bytes] = field(default_factory=dict, repr=False)
     status: str = "graded"
     reason: str = ""
@@ -176,10 +179,10 @@ def stage_workspace(task: Task, opts: GradingOptions) -> None:
     submissions.stage(task.files, ws / "submitted" / task.student / opts.assignment)
 
 
-def _kill_tree(proc: subprocess.Popen) -> None:
+def _kill_tree(worker: forkserver.Worker) -> None:
     """Kill nbgrader and everything it started (kernels run in sessions of their own)."""
     try:
-        family = psutil.Process(proc.pid).children(recursive=True)
+        family = psutil.Process(worker.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         family = []
     for p in family:
@@ -188,21 +191,10 @@ def _kill_tree(proc: subprocess.Popen) -> None:
         except psutil.NoSuchProcess:
             pass
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        os.killpg(worker.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
-    proc.wait()
-
-
-def _die_with_parent() -> None:
-    """In the worker, before exec: SIGKILL when the harness dies (Linux), so a killed run
-    leaves no grading behind it; its kernel follows (bubblewrap's --die-with-parent)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    worker.wait()
 
 
 def worker_env(task: Task, opts: GradingOptions) -> dict[str, str]:
@@ -234,22 +226,18 @@ def _last_error(log: str) -> str:
 
 def run_autograde(task: Task, opts: GradingOptions) -> None:
     """``nbgrader autograde`` and ``generate_feedback`` for the student in the workspace
-    (:mod:`autograder.worker`), within the wall-clock limit."""
+    (:mod:`autograder.worker`, forked by the batch's :mod:`autograder.forkserver`), within
+    the wall-clock limit."""
     log_path = task.workspace / "autograde.log"
     started = time.perf_counter()
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "autograder.worker", opts.assignment, task.student],
-            cwd=task.workspace, env=worker_env(task, opts), stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, preexec_fn=_die_with_parent,
-        )
-        try:
-            returncode = proc.wait(timeout=opts.timeout)
-        except subprocess.TimeoutExpired:
-            _kill_tree(proc)
-            raise Verdict("timeout", f"stopped after the {opts.timeout:g} s limit for the whole notebook") from None
-        finally:
-            task.seconds = time.perf_counter() - started
+    worker = task.launcher.run([opts.assignment, task.student], task.workspace, worker_env(task, opts), log_path)
+    try:
+        returncode = worker.wait(timeout=opts.timeout)
+    except WaitTimeout:
+        _kill_tree(worker)
+        raise Verdict("timeout", f"stopped after the {opts.timeout:g} s limit for the whole notebook") from None
+    finally:
+        task.seconds = time.perf_counter() - started
     task.log = log_path.read_text(errors="replace")[-20_000:]
     violations = task.workspace / "sandbox-violations.txt"
     violation = violations.read_text().strip().splitlines()[-1] if violations.exists() else ""
@@ -380,6 +368,16 @@ def source_digest(assignment: str) -> str:
     return hashlib.sha256((SOLUTIONS / assignment / ASSIGNMENTS[assignment]).read_bytes()).hexdigest()
 
 
+def rules_digest(source: str) -> str:
+    """Fingerprint of everything that decides a grade besides the submission: the source
+    notebook (``source``), the probes and their answers (course_lib, torch, numpy), and the
+    code that checks them. A re-run re-grades everyone when it changes."""
+    digest = hashlib.sha256(f"{source} {verdicts.answers_version()}".encode())
+    for module in (verdicts, trusted):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
+
+
 def check_parameters(assignment: str, parameters: dict[str, object]) -> None:
     """Every pinned name must be a parameter of the assignment's notebook."""
     known = parameter_names(nbformat.read(SOLUTIONS / assignment / ASSIGNMENTS[assignment], as_version=4))
@@ -427,11 +425,28 @@ def grade(opts: GradingOptions) -> BatchResult:
     check_parameters(opts.assignment, opts.parameters)
     opts.out.mkdir(parents=True, exist_ok=True)
     entries = submissions.discover(opts.submissions)
+    scratch = Path(tempfile.mkdtemp(prefix=f"autograder-{opts.assignment}-"))
+    launcher = forkserver.ForkServer(cwd=scratch).start()  # imports nbgrader while prepare runs
+    try:
+        outcomes, skipped = grade_entries(entries, opts, scratch, launcher)
+    finally:
+        launcher.close()
+        write_status_csv(opts.out)
+        if not opts.keep_workspaces:
+            shutil.rmtree(scratch, ignore_errors=True)
+    export_grades(opts)
+    write_report(read_status_csv(opts.out / "status.csv"), opts.out / "report.html", opts.db_url)
+    return BatchResult(outcomes, skipped, time.perf_counter() - started, scratch)
+
+
+def grade_entries(entries: list[submissions.Submission], opts: GradingOptions, scratch: Path,
+                  launcher: forkserver.ForkServer) -> tuple[list[dict], list[str]]:
+    """Grade the entries not graded yet (workspaces in ``scratch``), recording each as it
+    ends; returns the outcomes and the students skipped."""
     source = source_digest(opts.assignment)
     prepare(opts, source)
-    settings = source + json.dumps(opts.parameters, sort_keys=True)
+    settings = rules_digest(source) + json.dumps(opts.parameters, sort_keys=True)
     done = read_journal(opts.out)
-    scratch = Path(tempfile.mkdtemp(prefix=f"autograder-{opts.assignment}-"))
     tasks, skipped = [], []
     for sub in entries:
         digest = submissions.fingerprint(sub, settings)
@@ -440,7 +455,7 @@ def grade(opts: GradingOptions) -> BatchResult:
                 and (not previous.get("graded") or gradebook.student_score(opts.db_url, opts.assignment, sub.student))):
             skipped.append(sub.student)
             continue
-        tasks.append(Task(sub, digest, scratch / f"{len(tasks):04d}-{sub.student}"[:80]))
+        tasks.append(Task(sub, digest, scratch / f"{len(tasks):04d}-{sub.student}"[:80], launcher=launcher))
 
     maxima = gradebook.max_scores(opts.db_url, opts.assignment)
     slots: queue.Queue = queue.Queue()
@@ -449,24 +464,16 @@ def grade(opts: GradingOptions) -> BatchResult:
     outcomes = []
     bar = tqdm(total=len(tasks), desc=f"grading {opts.assignment}", unit="submission", disable=not opts.progress,
                file=sys.stderr, dynamic_ncols=True)
-    try:
-        with ThreadPoolExecutor(max_workers=len(opts.slots), thread_name_prefix="grader") as pool:
-            futures = [pool.submit(process, task, opts, slots) for task in tasks]
-            for future in as_completed(futures):
-                task = future.result()
-                outcomes.append(record(task, opts, maxima))
-                line = outcomes[-1]
-                bar.write(f"  {line['student']}: {line['status']} {line['score']}/{line['max_score']}"
-                          f" in {line['seconds']} s on {line['device']}" + (f" - {line['reason']}" if line["reason"] else ""))
-                bar.update(1)
-    finally:
-        bar.close()
-        write_status_csv(opts.out)
-        if not opts.keep_workspaces:
-            shutil.rmtree(scratch, ignore_errors=True)
-    export_grades(opts)
-    write_report(read_status_csv(opts.out / "status.csv"), opts.out / "report.html", opts.db_url)
-    return BatchResult(outcomes, skipped, time.perf_counter() - started, scratch)
+    with bar, ThreadPoolExecutor(max_workers=len(opts.slots), thread_name_prefix="grader") as pool:
+        running = [pool.submit(process, task, opts, slots) for task in tasks]
+        for future in as_completed(running):
+            task = future.result()
+            outcomes.append(record(task, opts, maxima))
+            line = outcomes[-1]
+            bar.write(f"  {line['student']}: {line['status']} {line['score']}/{line['max_score']}"
+                      f" in {line['seconds']} s on {line['device']}" + (f" - {line['reason']}" if line["reason"] else ""))
+            bar.update(1)
+    return outcomes, skipped
 
 
 def record(task: Task, opts: GradingOptions, maxima: tuple[float, float]) -> dict:

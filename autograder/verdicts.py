@@ -66,7 +66,7 @@ def expected_answers(probe) -> dict[str, np.ndarray]:
     return {**answers, RTOL: np.array(probe.rtol), ATOL: np.array(probe.atol)}
 
 
-def _version() -> str:
+def answers_version() -> str:
     """Fingerprint of what the answers depend on: the probes, course_lib, torch and numpy."""
     digest = hashlib.sha256()
     for path in sorted([PACKAGE / "autograder" / "probes.py", *(PACKAGE / "course_lib").rglob("*.py")]):
@@ -83,7 +83,7 @@ def cache_root(course_root: str | Path) -> Path:
 def probe_cache(assignment: str, root: Path) -> Path:
     """The folder with the inputs and expected answers of the assignment's probes, made on
     first use (atomically: parallel graders may race to make it)."""
-    folder = Path(root) / f"{assignment}-{_version()}"
+    folder = Path(root) / f"{assignment}-{answers_version()}"
     if folder.is_dir():
         return folder
     from autograder.probes import PROBES  # torch and course_lib: only when the cache is made

@@ -5,6 +5,9 @@
    same pinned small setting, all cores for the one kernel), for every assignment. The
    harness also stages, writes feedback, exports grades.csv and the report; the ratio is
    harness / plain (1.0 = no overhead), also against plain autograde + generate_feedback.
+   Each side is also run on an empty class: its fixed cost per batch (the harness: adding
+   the assignment to a new gradebook, the probes' answers, export, report; plain nbgrader:
+   its start), so the cost of one more submission is (batch - fixed) / n on each side.
 2. Parallelism: throughput (submissions per minute) of ``autograder grade`` with 1 and with
    2 workers on the same class of submissions (CPU; threads are split between workers).
 
@@ -88,17 +91,29 @@ def main(argv: list[str] | None = None) -> int:
         for assignment in args.assignment or list(ASSIGNMENTS):
             students = [f"student{i}" for i in range(len(GRADED_KINDS))]
             subs = _class(tmp / assignment / "class", assignment, students)
+            empty = tmp / assignment / "empty"
+            empty.mkdir(parents=True)
             plain, feedback = plain_nbgrader(assignment, subs, tmp / assignment / "plain")
+            plain_fixed = sum(plain_nbgrader(assignment, empty, tmp / assignment / "plain-empty"))
             ours = harness(assignment, subs, tmp / assignment / "harness", workers=1)
+            ours_fixed = harness(assignment, empty, tmp / assignment / "harness-empty", workers=1)
             n = len(students)
+            each_plain = (plain + feedback - plain_fixed) / n
+            each_ours = (ours - ours_fixed) / n
             row = {"submissions": n, "plain_nbgrader_s_per_submission": round(plain / n, 2),
                    "plain_feedback_s_per_submission": round(feedback / n, 2),
                    "harness_1_worker_s_per_submission": round(ours / n, 2), "harness_vs_plain_ratio": round(ours / plain, 3),
-                   "harness_vs_plain_with_feedback_ratio": round(ours / (plain + feedback), 3)}
+                   "harness_vs_plain_with_feedback_ratio": round(ours / (plain + feedback), 3),
+                   "plain_fixed_s": round(plain_fixed, 2), "harness_fixed_s": round(ours_fixed, 2),
+                   "plain_s_per_extra_submission": round(each_plain, 2),
+                   "harness_s_per_extra_submission": round(each_ours, 2),
+                   "extra_submission_ratio": round(each_ours / each_plain, 3)}
             results["overhead"][assignment] = row
             print(f"{assignment}: plain nbgrader {plain / n:.1f} s/submission (+{feedback / n:.1f} s feedback), harness "
                   f"{ours / n:.1f} s/submission -> ratio {ours / plain:.2f} ({ours / (plain + feedback):.2f} against "
-                  "autograde + feedback)", flush=True)
+                  f"autograde + feedback); fixed per batch: plain {plain_fixed:.1f} s, harness {ours_fixed:.1f} s; "
+                  f"each further submission: plain {each_plain:.1f} s, harness {each_ours:.1f} s -> ratio "
+                  f"{each_ours / each_plain:.2f}", flush=True)
 
         assignment = "03_dice_iou"
         students = [f"s{i:02d}" for i in range(args.class_size)]

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import psutil
 import pytest
 from nbgrader.api import Gradebook
 
@@ -225,6 +226,13 @@ def test_feedback_does_not_show_hidden_tests(hostile_batch):
         assert not [n for n in names if re.search(rf"(?<!\w){re.escape(n)}(?!\w)", page)]
 
 
+def _cmdline(process: psutil.Process) -> list[str]:
+    try:
+        return process.cmdline()
+    except psutil.Error:  # it ended meanwhile
+        return []
+
+
 def test_a_run_killed_mid_batch_resumes_with_every_student_graded_once(tmp_path):
     folder = tmp_path / "class"
     folder.mkdir()
@@ -239,8 +247,13 @@ def test_a_run_killed_mid_batch_resumes_with_every_student_graded_once(tmp_path)
     deadline = time.time() + 300
     while time.time() < deadline and (not journal.exists() or len(journal.read_text().splitlines()) < 2):
         time.sleep(0.2)
+    family = psutil.Process(proc.pid).children(recursive=True)  # fork server, workers, kernels
+    assert any("autograder.forkserver" in _cmdline(p) for p in family)
     proc.send_signal(signal.SIGKILL)  # mid-batch: some recorded, some running, some waiting
     proc.wait()
+    _, alive = psutil.wait_procs(family, timeout=15)
+    alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], f"left running after the harness was killed: {alive}"
     recorded_before = len(grading.read_journal(out))
     assert 2 <= recorded_before < len(kinds)
     rerun = subprocess.run(args, capture_output=True, text=True, timeout=900)

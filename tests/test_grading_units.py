@@ -4,11 +4,12 @@ timeouts, the journal, status.csv, the report and the CLI's handling of misuse."
 from __future__ import annotations
 
 import json
+import shutil
 
 import nbformat
 import pytest
 
-from autograder import cli, grading, nbgrader_plugins
+from autograder import cli, grading, nbgrader_plugins, trusted, verdicts
 from autograder.course import ASSIGNMENTS, solution_path
 from autograder.report import write_report
 
@@ -86,6 +87,29 @@ def test_the_journal_keeps_the_latest_entry_and_survives_a_torn_line(tmp_path):
     assert list(rows[0]) == list(grading.STATUS_COLUMNS)
     table = grading.summary_table(rows)
     assert "graded" in table and "invalid" in table
+
+
+def test_a_change_to_the_grading_rules_regrades_everyone(tmp_path, monkeypatch):
+    """The skip-unchanged fingerprint covers the probes, course_lib and the checking code."""
+    copy = tmp_path / "package"
+    shutil.copytree(verdicts.PACKAGE / "course_lib", copy / "course_lib", ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "autograder").mkdir()
+    for module in ("probes.py", "verdicts.py", "trusted.py"):
+        shutil.copy(verdicts.PACKAGE / "autograder" / module, copy / "autograder" / module)
+    monkeypatch.setattr(verdicts, "PACKAGE", copy)
+    monkeypatch.setattr(verdicts, "__file__", str(copy / "autograder" / "verdicts.py"))
+    monkeypatch.setattr(trusted, "__file__", str(copy / "autograder" / "trusted.py"))
+    source = grading.source_digest("03_dice_iou")
+    seen = {grading.rules_digest(source)}
+    assert grading.rules_digest(source) in seen  # stable while nothing changes
+    for changed in ("course_lib/metrics.py", "autograder/probes.py", "autograder/verdicts.py",
+                    "autograder/trusted.py"):
+        with open(copy / changed, "a") as fh:
+            fh.write("\n# changed\n")
+        digest = grading.rules_digest(source)
+        assert digest not in seen, changed
+        seen.add(digest)
+    assert grading.rules_digest(source + "x") not in seen  # the source notebook
 
 
 def test_the_report_is_one_self_contained_page_with_escaped_names(tmp_path):
