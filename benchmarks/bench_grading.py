@@ -7,7 +7,8 @@
    harness / plain (1.0 = no overhead), also against plain autograde + generate_feedback.
    Each side is also run on an empty class: its fixed cost per batch (the harness: adding
    the assignment to a new gradebook, the probes' answers, export, report; plain nbgrader:
-   its start), so the cost of one more submission is (batch - fixed) / n on each side.
+   the start of autograde and generate_feedback), so the cost of one more submission is
+   (batch - fixed) / n on each side.
 2. Parallelism: throughput (submissions per minute) of ``autograder grade`` with 1 and with
    2 workers on the same class of submissions (CPU; threads are split between workers).
 
@@ -34,7 +35,7 @@ from autograder import grading  # noqa: E402
 from autograder.course import ASSIGNMENTS, SMALL_PARAMETERS, pin_parameters  # noqa: E402
 from autograder.examples import GRADED_KINDS, write_class  # noqa: E402
 from autograder.gradebook import make_course_copy, sqlite_url  # noqa: E402
-from autograder.nbgrader_runner import nbgrader_env, run_nbgrader  # noqa: E402
+from autograder.nbgrader_runner import NbgraderError, nbgrader_env, run_nbgrader  # noqa: E402
 
 
 def _class(folder: Path, assignment: str, students: list[str]) -> Path:
@@ -61,6 +62,21 @@ def plain_nbgrader(assignment: str, submissions: Path, work: Path) -> tuple[floa
     autograded = time.perf_counter()
     run_nbgrader(course, "generate_feedback", assignment, "--force", env=env, timeout=3600)
     return autograded - started, time.perf_counter() - autograded
+
+
+def plain_start(assignment: str, work: Path) -> float:
+    """Seconds of plain nbgrader's fixed cost per batch: ``autograde`` and ``generate_feedback``
+    with no submission get as far as finding none (nbgrader then exits with an error)."""
+    course = make_course_copy(work, assignment)
+    env = nbgrader_env(course, {"NBGRADER_DB_URL": sqlite_url(course / "gradebook.db")})
+    run_nbgrader(course, "generate_assignment", assignment, "--force", env=env)
+    started = time.perf_counter()
+    for command in ("autograde", "generate_feedback"):
+        try:
+            run_nbgrader(course, command, assignment, "--force", env=env, timeout=600)
+        except NbgraderError as error:
+            assert "No notebooks were matched" in str(error) or "No submissions" in str(error), error
+    return time.perf_counter() - started
 
 
 def harness(assignment: str, submissions: Path, out: Path, workers: int) -> float:
@@ -94,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
             empty = tmp / assignment / "empty"
             empty.mkdir(parents=True)
             plain, feedback = plain_nbgrader(assignment, subs, tmp / assignment / "plain")
-            plain_fixed = sum(plain_nbgrader(assignment, empty, tmp / assignment / "plain-empty"))
+            plain_fixed = plain_start(assignment, tmp / assignment / "plain-empty")
             ours = harness(assignment, subs, tmp / assignment / "harness", workers=1)
             ours_fixed = harness(assignment, empty, tmp / assignment / "harness-empty", workers=1)
             n = len(students)
