@@ -4,16 +4,17 @@ Shaped like nbgrader's converters, as a list of small steps. Each submission goe
 ``SUBMISSION_STEPS`` in a worker thread, in a private course root of its own (the course's
 ``nbgrader_config.py``, a copy of the template gradebook, the staged submission), where
 the real ``nbgrader autograde`` and ``nbgrader generate_feedback`` run in a process of
-its own (forked from a server that has nbgrader imported), pinned to a CPU share or a GPU. Then ``RECORD_STEPS`` run in the main thread, one
-submission at a time: grades into the course gradebook (see :mod:`autograder.gradebook`),
-files into ``--out``, a line in the journal, ``status.csv``. A step ends a submission early
-by raising :class:`Verdict`; any other exception is a harness fault, status ``error``.
+its own (forked from a server that has nbgrader imported), pinned to a CPU share or a
+GPU. Then ``RECORD_STEPS`` run in the main thread, one submission at a time: grades into
+the course gradebook (see :mod:`autograder.gradebook`), files into ``--out``, a line in
+the journal, ``status.csv``. A step ends a submission early by raising :class:`Verdict`;
+any other exception is a harness fault, status ``error``.
 
 Re-running skips what the journal says is done, unless the submission, the grading rules
 (the assignment's source, the probes, course_lib, the checking code) or the pinned
-parameters changed, or ``force`` is set. A run killed at any point
-(even SIGKILL) loses nothing: a submission counts as done only once its journal line is
-written, after its grades are in the gradebook, and recording replaces earlier grades.
+parameters changed, or ``force`` is set. A run killed at any point (even SIGKILL) loses
+nothing: a submission counts as done only once its journal line is written, after its
+grades are in the gradebook, and recording replaces earlier grades.
 """
 
 from __future__ import annotations
