@@ -45,6 +45,8 @@ def die_with_parent() -> None:
 def _run_child(request: dict, server: int) -> int:
     """In the forked child: become the worker the request describes, return its exit status."""
     os.setsid()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a fresh Python: the server
+    # ignores SIGINT, and an ignored signal stays ignored across exec, in the kernels too
     die_with_parent()
     if os.getppid() != server:  # the server died before the line above
         return 1

@@ -3,6 +3,7 @@ environment and log, reports its exit status, and dies with the server."""
 
 from __future__ import annotations
 
+import signal
 import time
 from concurrent.futures import TimeoutError as WaitTimeout
 
@@ -52,6 +53,8 @@ def test_a_dead_server_fails_its_workers_which_die_with_it_and_a_new_one_starts(
     with pytest.raises(WaitTimeout):
         busy.wait(timeout=1)
     child = psutil.Process(busy.pid)
+    ignored = int(next(line for line in open(f"/proc/{busy.pid}/status") if line.startswith("SigIgn:")).split()[1], 16)
+    assert not ignored & (1 << (signal.SIGINT - 1))  # kernels it starts can be interrupted at a cell timeout
     server._proc.kill()
     with pytest.raises(ServerDied):
         busy.wait(timeout=30)
