@@ -53,30 +53,34 @@ c.Autograde.sanitize_preprocessors = [
 c.Execute.timeout_func = cell_timeout
 
 # Student kernels run sandboxed (autograder/sandbox.py): bubblewrap without network, a
-# read-only system, only the submission's private copy writable, memory/process/file
-# limits, outputs capped. AUTOGRADER_SANDBOX=off turns it off (trusted notebooks only).
-from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
-from nbgrader.preprocessors import AssignLatePenalties, IgnorePattern, LimitOutput, SaveAutoGrades  # noqa: E402
+# read-only system, only a private folder writable, an allow-listed environment,
+# memory/process/file limits, outputs capped. AUTOGRADER_SANDBOX=off turns it off
+# (trusted notebooks only). Every guarded point is decided out of the kernel and kept only
+# if that check positively succeeded (autograder/checks.py): the probes' results checked as
+# plain data (autograder/verdicts.py) and the final assignment's exported model scored in a
+# fresh sandboxed process (autograder/trusted.py).
+import functools  # noqa: E402
 
+from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
+from nbgrader.preprocessors import AssignLatePenalties, IgnorePattern, LimitOutput  # noqa: E402
+
+from autograder.checks import CheckOutOfKernel, SaveVerifiedGrades, kernel_files  # noqa: E402
 from autograder.sandbox import SandboxedExecute  # noqa: E402
 
 c.Autograde.autograde_preprocessors = [
-    SandboxedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, SaveAutoGrades, AssignLatePenalties,
-    CheckCellMetadata,
+    SandboxedExecute, IgnorePattern, ClearMetadataPreprocessor, LimitOutput, CheckOutOfKernel, SaveVerifiedGrades,
+    AssignLatePenalties, CheckCellMetadata,
 ]
+c.OutOfKernelChecks.course_root = ROOT
+c.SandboxedExecute.kernel_files = functools.partial(kernel_files, course_root=ROOT)
 
-# Verdicts out of the student's kernel: probe results checked as plain data
-# (autograder/verdicts.py) and the final assignment's exported model scored in a fresh
-# sandboxed process (autograder/trusted.py); they override what the kernel reported.
-import functools  # noqa: E402
-
-from autograder.nbgrader_plugins import post_autograde_hook, pre_autograde_hook  # noqa: E402
-
-c.Autograde.pre_convert_hook = functools.partial(pre_autograde_hook, course_root=ROOT)
-c.Autograde.post_convert_hook = functools.partial(post_autograde_hook, course_root=ROOT, db_url=c.CourseDirectory.db_url)
-
-# Feedback for students without the source of hidden tests (nor tracebacks quoting it).
+# Feedback for students without the source of hidden tests, nor tracebacks quoting it, nor
+# any output that reproduces it (whatever cell printed it).
 from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import GetGrades  # noqa: E402
 
 c.GenerateFeedback.preprocessors = [HideHiddenTests, GetGrades, CSSHTMLHeaderPreprocessor]
+
+# How long the out-of-kernel checks of one submission may take before they fail closed.
+if os.environ.get("AUTOGRADER_CHECK_TIMEOUT"):
+    c.OutOfKernelChecks.timeout = float(os.environ["AUTOGRADER_CHECK_TIMEOUT"])

@@ -8,6 +8,9 @@
         status.csv and report.html to --out (default: the course root)
     autograder execute NOTEBOOK ... [-p NAME VALUE ...] [--out DIR]
         run notebooks with papermill, as CI does
+    autograder doctor [--db URL] [--strict] [--json]
+        check what this host can enforce (bubblewrap, namespaces, cgroups, GPUs, gradebook);
+        exits 1 where grading would be unsafe (--strict: also without a cgroup)
 
 Exit status: 0 when the batch completed (whatever the students' statuses), 2 when the
 command was misused (unknown assignment or parameter, missing SUBMISSIONS), 1 when
@@ -67,6 +70,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--db", default=None, help="gradebook URL (default: the course's, $NBGRADER_DB_URL or "
                    "sqlite:///<course root>/gradebook.db; with --out elsewhere, <out>/gradebook.db)")
     g.add_argument("--keep-workspaces", action="store_true", help="keep each submission's private course root")
+    g.add_argument("--wait", action="store_true",
+                   help="if another run grades into the same --out or gradebook, wait for it (default: refuse)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     e = commands.add_parser("execute", help="run notebooks with papermill")
@@ -74,11 +79,18 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     e.add_argument("--out", type=Path, default=ROOT / "build" / "executed", help="default: build/executed")
     e.add_argument("--timeout", type=float, default=None, help="per-cell timeout in seconds")
+
+    d = commands.add_parser("doctor", help="check what this host can enforce for sandboxed grading")
+    d.add_argument("--db", default=None, help="gradebook URL (default: the course's, $NBGRADER_DB_URL or "
+                   "sqlite:///<course root>/gradebook.db)")
+    d.add_argument("--strict", action="store_true", help="also fail when kernels would get only rlimits")
+    d.add_argument("--json", action="store_true", help="print the checks as JSON")
     return parser
 
 
 def grade_command(args, parser) -> int:
     from autograder import gradebook, grading
+    from autograder.locks import RunLocked
 
     if args.assignment not in ASSIGNMENTS:
         parser.error(f"unknown assignment {args.assignment!r}; the course has {', '.join(ASSIGNMENTS)}")
@@ -101,11 +113,16 @@ def grade_command(args, parser) -> int:
         assignment=args.assignment, submissions=args.submissions.resolve(), out=out, db_url=db_url, slots=slots,
         timeout=args.timeout, cell_timeout=args.cell_timeout, training_timeout=args.training_timeout,
         parameters=parameters, force=args.force, progress=not args.no_progress, keep_workspaces=args.keep_workspaces,
+        wait=args.wait,
     )
     devices = ", ".join(sorted({s.device for s in slots}))
     print(f"grading {args.assignment}: {len(slots)} worker(s) on {devices}, {slots[0].threads} CPU thread(s) each; "
           f"gradebook {db_url}", flush=True)
-    result = grading.grade(opts)
+    try:
+        result = grading.grade(opts)
+    except RunLocked as err:
+        print(f"autograder: {err}", file=sys.stderr)
+        return 1
     counts: dict[str, int] = {}
     for o in result.outcomes:
         counts[o["status"]] = counts.get(o["status"], 0) + 1
@@ -144,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
             return grade_command(args, parser)
         elif args.command == "execute":
             return execute_command(args)
+        elif args.command == "doctor":
+            from autograder.doctor import run_doctor
+
+            return run_doctor(args.db, strict=args.strict, as_json=args.json)
     except NbgraderError as err:
         print(f"autograder: {err}", file=sys.stderr)
         return 1

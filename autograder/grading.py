@@ -42,18 +42,20 @@ import nbformat
 import psutil
 from tqdm.auto import tqdm
 
-from autograder import forkserver, gradebook, submissions, trusted, verdicts
-from autograder.course import ASSIGNMENTS, SOLUTIONS, parameter_names
+from autograder import checks, course_secrets, forkserver, gradebook, sandbox, submissions, trusted, verdicts
+from autograder.course import ASSIGNMENTS, ROOT, SOLUTIONS, parameter_names
+from autograder.locks import exclusive_run
 from autograder.nbgrader_plugins import CELL_TIMEOUT_ENV, PARAMETERS_ENV, TRAINING_TIMEOUT_ENV
 from autograder.nbgrader_runner import nbgrader_env, run_nbgrader
 from autograder.report import write_report
-from autograder.sandbox import VIOLATION_ENV
 from autograder.worker import FEEDBACK_FAILED
 
 STATUSES = ("graded", "timeout", "crashed", "invalid", "error")
 FINAL = {"graded", "timeout", "crashed", "invalid"}  # not re-run unless something changed
 STATUS_COLUMNS = ("assignment", "student", "status", "reason", "score", "max_score", "auto_score",
-                  "auto_max_score", "needs_manual_grade", "seconds", "device", "graded_at")
+                  "auto_max_score", "needs_manual_grade", "seconds", "device", "enforcement", "graded_at")
+# how the kernel's memory and processes were limited: a cgroup, the rlimit fallback, or not at all
+ENFORCEMENTS = ("cgroup-v2", "cgroup-v1", "rlimit", "none")
 DEFAULT_TIMEOUT = 3600.0
 KERNEL_DIED = ("DeadKernelError", "Kernel died", "kernel became unresponsive", "UnresponsiveKernelError")
 # the kernel's messages could not be trusted any more (e.g. forked children writing to its sockets)
@@ -136,6 +138,8 @@ class GradingOptions:
     force: bool = False
     progress: bool = True
     keep_workspaces: bool = False
+    wait: bool = False                        # for another run into the same --out or gradebook
+    course_root: Path = ROOT                  # whose secrets grade (the hidden split, the probes' salt)
 
     @property
     def notebook(self) -> str:
@@ -158,6 +162,8 @@ class Task:
     graded: bool = False       # nbgrader produced grades to record
     seconds: float = 0.0
     log: str = ""
+    enforcement: str = ""      # how the kernel was limited (ENFORCEMENTS)
+    violation: str = ""        # the last limit the kernel hit
 
     @property
     def student(self) -> str:
@@ -210,8 +216,9 @@ def worker_env(task: Task, opts: GradingOptions) -> dict[str, str]:
         "OMP_NUM_THREADS": str(slot.threads),
         "MKL_NUM_THREADS": str(slot.threads),
         "PYTHONDONTWRITEBYTECODE": "1",
-        VIOLATION_ENV: str(task.workspace / "sandbox-violations.txt"),
+        sandbox.REPORT_ENV: str(task.workspace / "sandbox-report.jsonl"),
         verdicts.CACHE_ENV: str(verdicts.cache_root(opts.out)),
+        course_secrets.SECRETS_ENV: str(course_secrets.secrets_path(opts.course_root)),
     }
     if opts.cell_timeout:
         extra[CELL_TIMEOUT_ENV] = str(int(opts.cell_timeout))
@@ -239,9 +246,9 @@ def run_autograde(task: Task, opts: GradingOptions) -> None:
         raise Verdict("timeout", f"stopped after the {opts.timeout:g} s limit for the whole notebook") from None
     finally:
         task.seconds = time.perf_counter() - started
+        read_sandbox_report(task)
     task.log = log_path.read_text(errors="replace")[-20_000:]
-    violations = task.workspace / "sandbox-violations.txt"
-    violation = violations.read_text().strip().splitlines()[-1] if violations.exists() else ""
+    violation = task.violation
     if returncode == FEEDBACK_FAILED:
         task.reason = f"feedback not generated: {_last_error(task.log)}"
     elif returncode != 0:
@@ -255,11 +262,35 @@ def run_autograde(task: Task, opts: GradingOptions) -> None:
     if not (task.workspace / "autograded" / task.student / opts.assignment / opts.notebook).is_file():
         raise Verdict("error", "nbgrader autograde wrote no graded notebook")
     task.graded = True
-    checked = [line.split(": ", 1)[-1] for line in task.log.splitlines() if "Trusted " in line and ": " in line]
-    if checked:  # verdicts made out of the kernel (autograder/verdicts.py, autograder/trusted.py)
-        task.reason = "; ".join([r for r in (task.reason,) if r] + [f"trusted: {c}" for c in checked])
     if violation:
         task.reason = "; ".join(r for r in (task.reason, f"sandbox: {violation}") if r)
+
+
+def read_sandbox_report(task: Task) -> None:
+    """How the sandbox limited the kernel, and the last limit it hit (the kernel manager's report)."""
+    events = sandbox.read_reports(task.workspace / "sandbox-report.jsonl")
+    kinds = {e["enforcement"] for e in events if e.get("enforcement") in ENFORCEMENTS}
+    # the weakest enforcement any kernel of the submission had
+    task.enforcement = next((k for k in reversed(ENFORCEMENTS) if k in kinds), "")
+    violations = [str(e["violation"]) for e in events if e.get("violation")]
+    task.violation = violations[-1] if violations else ""
+
+
+def check_record(task: Task, opts: GradingOptions) -> None:
+    """Read the out-of-kernel checks' record (:mod:`autograder.checks`) from the graded
+    notebook: its notes go into the reason; a missing or incomplete record, or a check that
+    could not complete, makes the status ``error`` (the guarded cells have no points either way)."""
+    nb = nbformat.read(task.workspace / "autograded" / task.student / opts.assignment / opts.notebook, as_version=4)
+    record = nb.metadata.get("autograder", {}).get("checks")
+    notes = [f"trusted: {note}" for note in (record or {}).get("notes", [])]
+    task.reason = "; ".join([r for r in (task.reason,) if r] + notes)
+    if not isinstance(record, dict) or record.get("complete") is not True:
+        why = (record or {}).get("error") or "no record of it in the graded notebook"
+        raise Verdict("error", f"the out-of-kernel check failed ({why}): its cells get no points")
+    failed = sorted(g for g, cell in record.get("cells", {}).items() if cell.get("check_failed"))
+    if failed:
+        reason = record["cells"][failed[0]].get("reason", "")
+        raise Verdict("error", f"the out-of-kernel check of {', '.join(failed)} failed ({reason}): no points for them")
 
 
 def find_cell_timeouts(task: Task, opts: GradingOptions) -> None:
@@ -274,7 +305,7 @@ def find_cell_timeouts(task: Task, opts: GradingOptions) -> None:
 
 
 SUBMISSION_STEPS: list[Callable[[Task, GradingOptions], None]] = [
-    load_submission, stage_workspace, run_autograde, find_cell_timeouts,
+    load_submission, stage_workspace, run_autograde, check_record, find_cell_timeouts,
 ]
 
 
@@ -306,14 +337,18 @@ def record_gradebook(task: Task, opts: GradingOptions) -> None:
 
 
 def collect_files(task: Task, opts: GradingOptions) -> None:
-    """The staged submission, the graded notebook and the feedback into --out, nbgrader's layout."""
+    """The staged submission, the graded notebook and the feedback into --out, nbgrader's
+    layout: regular files only (nothing that could be a link is followed)."""
     for step in ("submitted", "autograded", "feedback"):
         target = opts.out / step / task.student / opts.assignment
         source = task.workspace / step / task.student / opts.assignment
         if target.exists():
             shutil.rmtree(target)
-        if source.is_dir() and (task.graded or step == "submitted"):  # not the exported model (tens of MB)
-            shutil.copytree(source, target, symlinks=True, ignore=shutil.ignore_patterns(trusted.MODEL_FILE))
+        if source.is_dir() and (task.graded or step == "submitted"):
+            for path in sorted(source.rglob("*")):
+                if submissions.is_regular_file(path):
+                    (target / path.relative_to(source)).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(path, target / path.relative_to(source), follow_symlinks=False)
 
 
 RECORD_STEPS: list[Callable[[Task, GradingOptions], None]] = [record_gradebook, collect_files]
@@ -369,12 +404,13 @@ def source_digest(assignment: str) -> str:
     return hashlib.sha256((SOLUTIONS / assignment / ASSIGNMENTS[assignment]).read_bytes()).hexdigest()
 
 
-def rules_digest(source: str) -> str:
+def rules_digest(source: str, course_root: Path = ROOT) -> str:
     """Fingerprint of everything that decides a grade besides the submission: the source
-    notebook (``source``), the probes and their answers (course_lib, torch, numpy), and the
-    code that checks them. A re-run re-grades everyone when it changes."""
-    digest = hashlib.sha256(f"{source} {verdicts.answers_version()}".encode())
-    for module in (verdicts, trusted):
+    notebook (``source``), the probes and their answers (course_lib, torch, numpy), the
+    installation's secrets (by digest) and the code that checks them. A re-run re-grades
+    everyone when it changes."""
+    digest = hashlib.sha256(f"{source} {verdicts.answers_version()} {course_secrets.fingerprint(course_root)}".encode())
+    for module in (verdicts, trusted, checks):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()
 
@@ -399,7 +435,8 @@ def prepare(opts: GradingOptions, source: str) -> None:
     """Course gradebook and template gradebook both get the assignment (nbgrader
     generate_assignment), unless they already hold this version (``source``) of it; the
     probes' inputs and answers are made once here, not in every submission's process."""
-    verdicts.probe_cache(opts.assignment, verdicts.cache_root(opts.out))
+    salt = course_secrets.load(opts.course_root)["probe_salt"]
+    verdicts.probe_cache(opts.assignment, verdicts.cache_root(opts.out), salt)
     meta = opts.out / ".autograder" / "template" / opts.assignment
     meta.mkdir(parents=True, exist_ok=True)
     template = meta / "gradebook.db"
@@ -426,17 +463,18 @@ def grade(opts: GradingOptions) -> BatchResult:
     check_parameters(opts.assignment, opts.parameters)
     opts.out.mkdir(parents=True, exist_ok=True)
     entries = submissions.discover(opts.submissions)
-    scratch = Path(tempfile.mkdtemp(prefix=f"autograder-{opts.assignment}-"))
-    launcher = forkserver.ForkServer(cwd=scratch).start()  # imports nbgrader while prepare runs
-    try:
-        outcomes, skipped = grade_entries(entries, opts, scratch, launcher)
-    finally:
-        launcher.close()
-        write_status_csv(opts.out)
-        if not opts.keep_workspaces:
-            shutil.rmtree(scratch, ignore_errors=True)
-    export_grades(opts)
-    write_report(read_status_csv(opts.out / "status.csv"), opts.out / "report.html", opts.db_url)
+    with exclusive_run(opts.out, opts.db_url, wait=opts.wait):  # one run at a time per --out and gradebook
+        scratch = Path(tempfile.mkdtemp(prefix=f"autograder-{opts.assignment}-"))
+        launcher = forkserver.ForkServer(cwd=scratch).start()  # imports nbgrader while prepare runs
+        try:
+            outcomes, skipped = grade_entries(entries, opts, scratch, launcher)
+        finally:
+            launcher.close()
+            write_status_csv(opts.out)
+            if not opts.keep_workspaces:
+                shutil.rmtree(scratch, ignore_errors=True)
+        export_grades(opts)
+        write_report(read_status_csv(opts.out / "status.csv"), opts.out / "report.html", opts.db_url)
     return BatchResult(outcomes, skipped, time.perf_counter() - started, scratch)
 
 
@@ -446,7 +484,7 @@ def grade_entries(entries: list[submissions.Submission], opts: GradingOptions, s
     ends; returns the outcomes and the students skipped."""
     source = source_digest(opts.assignment)
     prepare(opts, source)
-    settings = rules_digest(source) + json.dumps(opts.parameters, sort_keys=True)
+    settings = rules_digest(source, opts.course_root) + json.dumps(opts.parameters, sort_keys=True)
     done = read_journal(opts.out)
     tasks, skipped = [], []
     for sub in entries:
@@ -498,6 +536,7 @@ def record(task: Task, opts: GradingOptions, maxima: tuple[float, float]) -> dic
         "auto_score": round(score.auto_score, 3) if score else 0.0, "auto_max_score": auto_max,
         "needs_manual_grade": bool(score and score.needs_manual_grade),
         "seconds": round(task.seconds, 1), "device": task.slot.device if task.slot else "",
+        "enforcement": task.enforcement,
         "graded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "digest": task.digest, "graded": task.graded,
     }

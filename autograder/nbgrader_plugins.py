@@ -11,11 +11,14 @@ They act the same whether an instructor runs ``nbgrader autograde`` in the cours
 
 from __future__ import annotations
 
+import html
 import json
 import os
+import re
 
+from nbformat import NotebookNode
 from nbgrader.preprocessors import NbGraderPreprocessor
-from traitlets import Dict
+from traitlets import Dict, Integer
 
 from autograder.course import pin_parameters
 
@@ -72,24 +75,70 @@ class PinParameters(NbGraderPreprocessor):
         return nb, resources
 
 
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+SPACE = re.compile(r"\s+")
+HIDDEN_OUTPUT = "[autograder] this output is not shown: it reproduces hidden test code\n"
+
+
+def _squeeze(text: str) -> str:
+    """Text as compared with hidden tests: no colour codes, no HTML escapes, no whitespace."""
+    return SPACE.sub("", html.unescape(ANSI.sub("", text)))
+
+
+def _output_text(output) -> str:
+    parts = [output.get("text", ""), output.get("ename", ""), output.get("evalue", ""), *output.get("traceback", [])]
+    for value in (output.get("data") or {}).values():
+        parts.append(value if isinstance(value, str) else json.dumps(value) if not isinstance(value, bytes) else "")
+    return "\n".join(p if isinstance(p, str) else "".join(p) for p in parts)
+
+
 class HideHiddenTests(NbGraderPreprocessor):
-    """For feedback: drop the hidden part of every test cell, and the tracebacks of test
-    cells (a traceback quotes the failing line), keeping ``ename: evalue``.
+    """For feedback: drop the hidden part of every test cell, the tracebacks of test cells
+    (a traceback quotes the failing line), keeping ``ename: evalue``, and every output of
+    any cell that reproduces a line of hidden test code (a notebook can read the cells it
+    runs, or echo them, and print them; lines are compared without whitespace, colour
+    codes or HTML escapes, and only those of at least ``min_line`` characters that appear
+    nowhere else in the notebook).
 
     nbgrader's feedback otherwise shows the hidden tests to the students (its issues #917,
-    #1363); the autograded notebooks the instructor sees keep them.
+    #1363); the autograded notebooks the instructor sees keep them. What this cannot catch
+    is a reproduction the student encoded (base64, an image of the code): the hidden tests
+    therefore hold no secret of the grader (:mod:`autograder.course_secrets`).
     """
+
+    min_line = Integer(12, help="shortest hidden-test line (without whitespace) whose reproduction is hidden").tag(config=True)
 
     def preprocess(self, nb, resources):
         from nbgrader.preprocessors import ClearHiddenTests
 
         self._hidden = ClearHiddenTests(parent=self)  # its delimiters, as configured for the course
+        self._lines = self._hidden_lines(nb)
         return super().preprocess(nb, resources)
+
+    def _hidden_lines(self, nb) -> set[str]:
+        begin, end = self._hidden.begin_test_delimeter, self._hidden.end_test_delimeter
+        hidden, visible = set(), set()
+        for cell in nb.cells:
+            inside = False
+            for line in cell.source.splitlines():
+                if begin in line:
+                    inside = True
+                elif end in line:
+                    inside = False
+                else:
+                    (hidden if inside else visible).add(_squeeze(line))
+        return {line for line in hidden - visible if len(line) >= self.min_line}
 
     def preprocess_cell(self, cell, resources, cell_index):
         from nbgrader.utils import is_grade
 
-        if cell.cell_type != "code" or not is_grade(cell):
+        if cell.cell_type != "code":
+            return cell, resources
+        for i, output in enumerate(cell.get("outputs", [])):
+            text = _squeeze(_output_text(output))
+            if any(line in text for line in self._lines):
+                cell.outputs[i] = NotebookNode(output_type="stream", name="stdout", text=HIDDEN_OUTPUT)
+        if not is_grade(cell):
             return cell, resources
         if self._hidden._remove_hidden_test_region(cell):
             cell.source = cell.source.rstrip() + "\n# (hidden tests are not shown)"
@@ -117,40 +166,3 @@ class DeduplicateGradeIds(NbGraderPreprocessor):
             else:
                 seen.add(grade_id)
         return nb, resources
-
-
-def _submission_of(notebooks) -> tuple[str, str]:
-    """(student, assignment) of the submission nbgrader is converting. Its hooks get the
-    command line's ids, which are globs ('*') when grading everyone; the notebook paths,
-    ``.../submitted/<student>/<assignment>/<name>.ipynb``, name the real ones."""
-    from pathlib import Path
-
-    path = Path(sorted(notebooks)[0])
-    return path.parent.parent.name, path.parent.name
-
-
-def pre_autograde_hook(assignment: str, student: str, notebooks, course_root: str) -> None:
-    """Before a submission runs: the trusted probe inputs next to the notebook."""
-    from pathlib import Path
-
-    from autograder import verdicts
-
-    student, assignment = _submission_of(notebooks)
-    cache = verdicts.probe_cache(assignment, verdicts.cache_root(course_root))
-    verdicts.write_inputs(cache, Path(course_root) / "autograded" / student / assignment)
-
-
-def post_autograde_hook(assignment: str, student: str, notebooks, course_root: str, db_url: str) -> None:
-    """After a submission ran: check the probes out of the kernel and score the final
-    assignment's exported model in a fresh sandbox, overriding the kernel's verdicts."""
-    from pathlib import Path
-
-    from autograder import trusted, verdicts
-
-    student, assignment = _submission_of(notebooks)
-    folder = Path(course_root) / "autograded" / student / assignment
-    notebook = Path(sorted(notebooks)[0]).stem
-    cache = verdicts.probe_cache(assignment, verdicts.cache_root(course_root))
-    verdicts.check_outputs(assignment, student, folder, db_url, notebook, cache)
-    if assignment == trusted.ASSIGNMENT:
-        trusted.score_final_assignment(student, folder, db_url)

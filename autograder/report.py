@@ -32,7 +32,12 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .status { color: white; border-radius: 0.3em; padding: 0 0.4em; }
 img { max-width: 100%; }
 .plots { display: flex; flex-wrap: wrap; gap: 1em; }
+.warning { background: #fff3e0; border-left: 0.4em solid #ef6c00; padding: 0.5em 1em; }
 """
+WEAK_ENFORCEMENT = {
+    "rlimit": "rlimits only (no cgroup could be made: RLIMIT_NPROC does not bind root, GPU kernels get no memory limit)",
+    "none": "nothing (the sandbox was off: AUTOGRADER_SANDBOX=off)",
+}
 
 
 def _png(fig) -> str:
@@ -78,7 +83,17 @@ def _table(header: list[str], body: list[str]) -> str:
 def _row(r: dict) -> str:
     return ("<tr>" + _cell(r["student"]) + _status(r["status"]) + _cell(f"{float(r['score']):g} / {float(r['max_score']):g}", True)
             + _cell(f"{float(r['auto_score']):g} / {float(r['auto_max_score']):g}", True) + _cell(r["seconds"], True)
-            + _cell(r["device"]) + _cell(r["reason"]) + "</tr>")
+            + _cell(r["device"]) + _cell(r.get("enforcement", "")) + _cell(r["reason"]) + "</tr>")
+
+
+def enforcement_warning(rows: list[dict]) -> str:
+    """A loud paragraph when some kernels ran with weak limits ('' when none did)."""
+    weak = Counter(r.get("enforcement") for r in rows if r.get("enforcement") in WEAK_ENFORCEMENT)
+    if not weak:
+        return ""
+    lines = "; ".join(f"{n} submission(s) with {WEAK_ENFORCEMENT[kind]}" for kind, n in sorted(weak.items()))
+    return (f'<p class="warning"><strong>Weak limits:</strong> the kernels\' memory and processes were limited by '
+            f"{html.escape(lines)}. Run <code>autograder doctor</code> on this host to see what it can enforce.</p>")
 
 
 def assignment_section(assignment: str, rows: list[dict], db_url: str | None) -> str:
@@ -100,7 +115,7 @@ def assignment_section(assignment: str, rows: list[dict], db_url: str | None) ->
             ["<tr>" + _cell(q["notebook"]) + _cell(q["question"]) + _cell(f"{q['points']:g}", True)
              + _cell(f"{q['full_points']} / {q['submissions']}", True)
              + _cell(f"{100 * q['pass_rate']:.0f}%" if q["submissions"] else "–", True) + "</tr>" for q in questions]))
-    header = ["student", "status", "score", "autograded", "seconds", "device", "reason"]
+    header = ["student", "status", "score", "autograded", "seconds", "device", "limits", "reason"]
     slowest = sorted(rows, key=lambda r: -float(r["seconds"] or 0))[:10]
     parts.append("<h3>Slowest submissions</h3>" + _table(header, [_row(r) for r in slowest]))
     parts.append("<h3>All submissions</h3>" + _table(header, [_row(r) for r in sorted(rows, key=lambda r: r["student"])]))
@@ -114,6 +129,6 @@ def write_report(status_rows: list[dict], path: Path, db_url: str | None = None)
     body = "\n".join(assignment_section(a, [r for r in status_rows if r["assignment"] == a], db_url) for a in assignments)
     page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Grading report</title><style>{CSS}</style></head>"
             f"<body><h1>Grading report</h1><p>{len(status_rows)} submissions, {len(assignments)} assignment(s); "
-            f"written {stamp}.</p>{body}</body></html>")
+            f"written {stamp}.</p>{enforcement_warning(status_rows)}{body}</body></html>")
     path.write_text(page, encoding="utf-8")
     return path

@@ -13,9 +13,17 @@ Inside the sandbox (``bwrap``, Debian package ``bubblewrap``):
 * its own PID namespace (``--die-with-parent``: nothing outlives the kernel; the
   kernel's parent poller is disabled because its parent's PID means nothing inside);
 * a filesystem of the system and the Python environment read-only, ``course_lib``
-  read-only, a private ``/tmp`` (tmpfs, size-capped) and, writable, only the folder the
-  notebook runs in (the private copy of the submission). The course root, ``solutions/``,
-  the gradebooks, other submissions and nbgrader's copies are simply not there;
+  read-only, a private ``/tmp`` (tmpfs, size-capped) and, writable, only a private folder
+  the kernel runs in and the folder of its ipc sockets, both made for this kernel under
+  :mod:`autograder.runtime` and removed after it. The kernel's folder holds the
+  submission's other files and the grader's probe inputs, never a notebook (nbgrader's
+  copy with the hidden tests restored stays outside); after the kernel stopped, only the
+  files the grader declared (probe results, an exported model) are read back, as regular
+  files of bounded size, and nothing else the kernel wrote reaches nbgrader's folders,
+  the feedback or the grader. The course root, ``solutions/``, the gradebooks, other
+  submissions and nbgrader's copies are simply not there;
+* an environment made from an allow-list (:data:`KERNEL_ENV`): the grader's tokens,
+  passwords and database URLs never reach student code;
 * limits: memory and number of processes through a cgroup when one can be created
   (cgroup v2 or v1; root or a delegated subtree), else ``RLIMIT_AS`` on CPU-only kernels
   and ``RLIMIT_NPROC`` (documented fallback; ``RLIMIT_NPROC`` does not bind root); file
@@ -39,21 +47,33 @@ import importlib.util
 import json
 import os
 import shutil
-import signal
+import stat
 import subprocess
 import sys
-import tempfile
-import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
+from traitlets import Any, Integer
+
+from autograder import limits as kernel_limits
+from autograder import runtime
 
 SANDBOX_ENV = "AUTOGRADER_SANDBOX"
-VIOLATION_ENV = "AUTOGRADER_VIOLATION_FILE"  # where the kernel manager reports limits hit
+REPORT_ENV = "AUTOGRADER_SANDBOX_REPORT"  # where the kernel manager reports enforcement and limits hit (JSON lines)
+EXTRA_ENV = "AUTOGRADER_KERNEL_ENV"  # more variable names a course lets through, comma-separated
+# What Python, Jupyter, PyTorch and the course need, and nothing else: an instructor's
+# shell holds LMS tokens, database passwords, cloud credentials and agent sockets.
+KERNEL_ENV = frozenset({
+    "PATH", "LANG", "LANGUAGE", "TZ", "TERM", "PYTHONPATH", "PYTHONHASHSEED", "PYTHONDONTWRITEBYTECODE",
+    "PYTHONUNBUFFERED", "PYTHONWARNINGS", "PYDEVD_DISABLE_FILE_VALIDATION", "VIRTUAL_ENV", "CONDA_PREFIX",
+    "LD_LIBRARY_PATH", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS", "CUDA_VISIBLE_DEVICES", "CUDA_DEVICE_ORDER", "CUDA_HOME", "CUDA_PATH",
+    "NBGRADER_EXECUTION", "COURSE_LIB_WIDGETS", "MPLBACKEND",
+})
+KERNEL_ENV_PREFIXES = ("LC_",)
 UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 # what the kernel needs from /etc (not all of it: /etc/shadow and friends stay out)
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group", "nsswitch.conf",
@@ -91,6 +111,39 @@ class Limits:
             tmp_size=parse_size(env("AUTOGRADER_TMP_SIZE", "512M")),
             output=parse_size(env("AUTOGRADER_MAX_OUTPUT", "8M")),
         )
+
+
+def kernel_environment(env: dict[str, str]) -> dict[str, str]:
+    """The part of ``env`` a student kernel may see (:data:`KERNEL_ENV`, ``LC_*`` and the
+    names in ``$AUTOGRADER_KERNEL_ENV``)."""
+    extra = {name.strip() for name in os.environ.get(EXTRA_ENV, "").split(",") if name.strip()}
+    return {name: value for name, value in env.items()
+            if name in KERNEL_ENV or name in extra or name.startswith(KERNEL_ENV_PREFIXES)}
+
+
+def report(event: dict) -> None:
+    """Tell the harness (outside the sandbox) about this kernel: a JSON line in ``$AUTOGRADER_SANDBOX_REPORT``."""
+    path = os.environ.get(REPORT_ENV)
+    if path:
+        with open(path, "a") as fh:
+            fh.write(json.dumps(event) + "\n")
+
+
+def read_reports(path: Path) -> list[dict]:
+    """The events :func:`report` wrote (torn or foreign lines are skipped)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return []
+    events = []
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(event, dict):
+            events.append(event)
+    return events
 
 
 def enabled() -> bool:
@@ -163,106 +216,71 @@ def bwrap_command(cmd: list[str], cwd: str, writable: list[str], env: dict[str, 
     return [*args, "--", *cmd]
 
 
-# ----------------------------------------------------------------------------- limits
-class Cgroup:
-    """A cgroup for one kernel with memory and pids limits (v2, or v1 controllers)."""
+# ----------------------------------------------------------------------------- the kernel's folder
+@dataclass(frozen=True)
+class LeftFile:
+    """A file the kernel left where the grader expects one: its bytes, or why they are not read."""
 
-    def __init__(self, paths: dict[str, Path]):
-        self.paths = paths  # controller ("memory", "pids", or "" for v2) -> folder
+    data: bytes | None
+    problem: str = ""
 
-    @classmethod
-    def create(cls, limits: Limits) -> Cgroup | None:
-        """A new cgroup below ours, or None where we may not create one (the fallback applies)."""
-        name = f"autograder-{uuid.uuid4().hex[:12]}"
-        base = Path("/sys/fs/cgroup")
-        try:
-            mine = Path("/proc/self/cgroup").read_text().splitlines()
-        except OSError:
-            return None
-        if (base / "cgroup.controllers").exists():  # v2: one folder, both controllers
-            path = next((line.split(":", 2)[2] for line in mine if line.startswith("0::")), None)
-            if path is None:
-                return None
-            paths = {"": base / path.lstrip("/") / name}
-            settings = {"memory.max": limits.memory, "memory.swap.max": 0, "pids.max": limits.processes}
-        else:  # v1: a folder per controller
-            paths = {}
-            for line in mine:
-                _, controllers, path = line.split(":", 2)
-                for controller in ("memory", "pids"):
-                    if controller in controllers.split(","):
-                        paths[controller] = base / controller / path.lstrip("/") / name
-            if set(paths) != {"memory", "pids"}:
-                return None
-            settings = {"memory/memory.limit_in_bytes": limits.memory, "memory/memory.memsw.limit_in_bytes": limits.memory,
-                        "pids/pids.max": limits.processes}
-        group = cls({})
-        try:
-            for controller, path in paths.items():
-                path.mkdir()
-                group.paths[controller] = path
-            for key, value in settings.items():
-                controller, _, knob = key.rpartition("/")
-                target = group.paths[controller] / knob
-                if "swap" in knob or "memsw" in knob:  # exist only with swap accounting
-                    if target.exists():
-                        target.write_text(str(value))
-                else:  # a missing memory/pids knob means no limit: fall back instead
-                    target.write_text(str(value))
-            return group
-        except OSError:  # not ours to create (no root, no delegation): the rlimit fallback applies
-            group.remove()
-            return None
 
-    def procs_files(self) -> list[str]:
-        return [str(p / "cgroup.procs") for p in self.paths.values()]
+def read_left_file(path: Path, max_bytes: int) -> LeftFile:
+    """Read a file the kernel wrote, trusting nothing about it: links are not followed, a
+    FIFO does not block, folders, sockets and devices are refused, and so is anything
+    larger than ``max_bytes``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return LeftFile(None, "missing")
+    except OSError as err:  # ELOOP: a symbolic link
+        return LeftFile(None, f"not a regular file ({os.strerror(err.errno)})")
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            return LeftFile(None, "not a regular file (a folder, FIFO, socket or device)")
+        if info.st_size > max_bytes:
+            return LeftFile(None, f"larger than {max_bytes // 2**20} MB")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            return LeftFile(None, f"larger than {max_bytes // 2**20} MB")
+        return LeftFile(data)
+    finally:
+        os.close(fd)
 
-    def oom_killed(self) -> bool:
-        for controller, path in self.paths.items():
-            events = path / ("memory.events" if controller == "" else "memory.oom_control")
-            try:
-                text = events.read_text()
-            except OSError:
-                continue
-            for line in text.splitlines():
-                key, _, value = line.partition(" ")
-                if key == "oom_kill" and int(value or 0) > 0:
-                    return True
-        return False
 
-    def kill_all(self) -> None:
-        for _ in range(20):
-            pids = set()
-            for procs in self.procs_files():
-                try:
-                    pids |= {int(p) for p in Path(procs).read_text().split()}
-                except OSError:
-                    pass
-            if not pids:
-                return
-            for pid in pids:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            time.sleep(0.05)
-
-    def remove(self) -> None:
-        self.kill_all()
-        for path in self.paths.values():
-            try:
-                path.rmdir()
-            except OSError:
-                pass
+def stage_kernel_folder(source: Path, target: Path, inputs: dict[str, Path]) -> None:
+    """The kernel's folder: the regular files of ``source`` (nbgrader's folder of the
+    submission) but its notebooks, and the grader's ``inputs`` ({name: file})."""
+    target.mkdir(mode=0o700)
+    for path in sorted(Path(source).rglob("*")):
+        relative = path.relative_to(source)
+        if path.suffix == ".ipynb" or not stat.S_ISREG(path.lstat().st_mode) or path.is_symlink():
+            continue
+        (target / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target / relative, follow_symlinks=False)
+    for name, path in inputs.items():
+        shutil.copyfile(path, target / name)
 
 
 # ----------------------------------------------------------------------------- jupyter side
+IPC_FILES = ("connection.json",)  # besides the kernel's sockets, all its ipc folder may hold
+
+
+@functools.lru_cache(maxsize=1)
+def _reap_once() -> None:
+    """Once per process: remove the folders and cgroups of graders that died (even by SIGKILL)."""
+    runtime.reap_stale()
+    kernel_limits.reap_stale()
+
+
 class SandboxedKernelManager(AsyncKernelManager):
     """Starts the kernel inside bubblewrap with limits, over ipc sockets."""
 
     sandbox_limits: Limits | None = None
-    _ipc_dir: str | None = None
-    _cgroup: Cgroup | None = None
+    _runtime: Path | None = None
+    _limits: kernel_limits.KernelLimits | None = None
     _watch: asyncio.Task | None = None
     violation: str = ""
     _reported: bool = False
@@ -270,45 +288,63 @@ class SandboxedKernelManager(AsyncKernelManager):
     async def _async_pre_start_kernel(self, **kw):
         self.sandbox_limits = Limits.from_env()
         check_bwrap()
+        _reap_once()  # what killed graders left behind
         # SIGINT from outside does not reach a kernel in its own namespaces: interrupt it by
         # a message on the control channel (ipykernel then signals itself)
         self.kernel_spec.interrupt_mode = "message"
-        self._ipc_dir = tempfile.mkdtemp(prefix="kernel-")  # short: unix socket paths are limited to 107 bytes
+        self._runtime = runtime.new_folder()  # short: unix socket paths are limited to 107 bytes
+        ipc = self._runtime / "ipc"
+        ipc.mkdir(mode=0o700)
         self.transport = "ipc"
-        self.ip = os.path.join(self._ipc_dir, "ipc")
-        self.connection_file = os.path.join(self._ipc_dir, "connection.json")
+        self.ip = str(ipc / "ipc")
+        self.connection_file = str(ipc / "connection.json")
         return await super()._async_pre_start_kernel(**kw)
 
     async def _async_launch_kernel(self, kernel_cmd, **kw):
         limits = self.sandbox_limits
         cwd = os.path.abspath(kw.get("cwd") or os.getcwd())
-        env = kw.get("env") or dict(os.environ)
-        self._cgroup = Cgroup.create(limits)
-        spec = {"cgroup_procs": self._cgroup.procs_files() if self._cgroup else [], "file_size": limits.file_size,
+        kw["env"] = env = kernel_environment(kw.get("env") or dict(os.environ))
+        ipc = str(self._runtime / "ipc")
+        self._limits = kernel_limits.create(limits.memory, limits.processes)
+        spec = {"cgroup_procs": self._limits.procs_files, "rlimits": self._limits.rlimits, "file_size": limits.file_size,
                 "processes": limits.processes, "memory": limits.memory, "gpu": bool(env.get("CUDA_VISIBLE_DEVICES")),
-                "stdio": os.path.join(self._ipc_dir, "kernel-stdio.log")}
+                "stdio": str(self._runtime / "stdio.log")}  # outside the folders the kernel can see
         wrapped = [sys.executable, "-m", "autograder.sandbox_launcher", json.dumps(spec), "--",
-                   *bwrap_command(kernel_cmd, cwd, [self._ipc_dir], env, limits)]
-        self.log.info("Sandboxed kernel: cwd %s, cgroup %s", cwd, "yes" if self._cgroup else "no (rlimits)")
+                   *self._limits.wrap(bwrap_command(kernel_cmd, cwd, [ipc], env, limits))]
+        enforcement = self._limits.kind
+        if self._limits.rlimits:
+            self.log.warning("No cgroup can be made here: the kernel's memory and processes are limited by rlimits "
+                             "only (RLIMIT_NPROC does not bind root; GPU kernels get no memory limit). "
+                             "`autograder doctor` says why.")
+        self.log.info("Sandboxed kernel: cwd %s, limits by %s", cwd, self._limits.describe())
+        report({"enforcement": enforcement})
         await super()._async_launch_kernel(wrapped, **kw)
-        self._watch = asyncio.ensure_future(self._watch_folder(cwd, limits.written))
+        self._watch = asyncio.ensure_future(self._watch_folders(cwd, ipc, spec["stdio"], limits.written))
 
-    async def _watch_folder(self, folder: str, limit: int) -> None:
-        """Kill the kernel if the files in its folder grow past ``limit`` bytes."""
+    async def _watch_folders(self, folder: str, ipc: str, stdio: str, limit: int) -> None:
+        """Kill the kernel if the files in its folders and its stdout/stderr log grow past
+        ``limit`` bytes, or if its ipc folder holds anything but its sockets."""
         while True:
             await asyncio.sleep(1.0)
-            total = 0
-            for root, _, files in os.walk(folder):
-                for name in files:
-                    try:
-                        total += os.lstat(os.path.join(root, name)).st_size
-                    except OSError:
-                        pass
-            if total > limit:
-                self.violation = f"the notebook wrote more than {limit // 2**20} MB of files"
+            try:
+                total, foreign = os.lstat(stdio).st_size, ""
+            except OSError:
+                total, foreign = 0, ""
+            for top in (folder, ipc):
+                for root, dirs, files in os.walk(top):
+                    for name in files + dirs:
+                        try:
+                            info = os.lstat(os.path.join(root, name))
+                        except OSError:
+                            continue
+                        total += info.st_size
+                        if top == ipc and not stat.S_ISSOCK(info.st_mode) and name not in IPC_FILES:
+                            foreign = name
+            if total > limit or foreign:
+                self.violation = (f"the notebook wrote more than {limit // 2**20} MB of files" if total > limit
+                                  else f"the kernel wrote {foreign!r} into its ipc folder, which holds sockets only")
                 self.log.error("Killing the kernel: %s", self.violation)
-                if self._cgroup:
-                    self._cgroup.kill_all()
+                self._limits.kill_all()
                 await self._async_kill_kernel()
                 return
 
@@ -316,19 +352,16 @@ class SandboxedKernelManager(AsyncKernelManager):
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
-        if self._cgroup is not None:
-            if self._cgroup.oom_killed() and not self.violation:
+        if self._limits is not None:
+            if self._limits.oom_killed() and not self.violation:
                 self.violation = f"out of memory (limit {self.sandbox_limits.memory // 2**20} MB)"
-            self._cgroup.remove()
-            self._cgroup = None
-        if self._ipc_dir:
-            shutil.rmtree(self._ipc_dir, ignore_errors=True)
-            self._ipc_dir = None
-        report = os.environ.get(VIOLATION_ENV)
-        if self.violation and report and not self._reported:  # for the harness, outside the sandbox
+            self._limits.remove()
+            self._limits = None
+        runtime.remove(self._runtime)
+        self._runtime = None
+        if self.violation and not self._reported:  # for the harness, outside the sandbox
             self._reported = True
-            with open(report, "a") as fh:
-                fh.write(self.violation + "\n")
+            report({"violation": self.violation})
 
     async def _async_cleanup_resources(self, restart: bool = False) -> None:
         await super()._async_cleanup_resources(restart=restart)
@@ -341,7 +374,17 @@ class SandboxedKernelManager(AsyncKernelManager):
 
 
 class SandboxedExecute(Execute):
-    """nbgrader's Execute with kernels in the sandbox and the notebook's outputs capped."""
+    """nbgrader's Execute with kernels in the sandbox, in a private folder, and the
+    notebook's outputs capped.
+
+    ``kernel_files(resources)`` (config) names what the grader exchanges with the kernel:
+    ``(inputs, outputs)``, ``{name: file}`` copied into the kernel's folder before it
+    starts and the names read back after it stopped, into
+    ``resources["autograder"]["kernel_files"]`` as :class:`LeftFile` (for
+    :mod:`autograder.checks`)."""
+
+    kernel_files = Any(None, allow_none=True, help="callable(resources) -> (inputs, outputs)").tag(config=True)
+    max_left_file = Integer(256 * 2**20, help="bytes read back of one file the kernel left").tag(config=True)
 
     def __init__(self, *args, **kwargs):
         if enabled():
@@ -352,6 +395,29 @@ class SandboxedExecute(Execute):
         self.iopub_timeout = max(self.iopub_timeout, 60)
         self._output_budget = Limits.from_env().output
         self._output_dropped = False
+
+    def preprocess(self, nb, resources=None, km=None):
+        resources = resources if resources is not None else {}
+        metadata = resources.setdefault("metadata", {})
+        notebook_folder = Path(metadata.get("path") or os.getcwd())
+        inputs, outputs = self.kernel_files(resources) if self.kernel_files else ({}, [])
+        if not enabled():
+            self.log.warning("%s=off: the kernel runs without any isolation or limits", SANDBOX_ENV)
+            report({"enforcement": "none"})
+        left: dict[str, LeftFile] = {}
+        resources.setdefault("autograder", {})["kernel_files"] = left
+        private = runtime.new_folder()
+        try:
+            work = private / "work"
+            stage_kernel_folder(notebook_folder, work, inputs)
+            metadata["path"] = str(work)
+            try:
+                return super().preprocess(nb, resources, km)
+            finally:  # the kernel has stopped: read back what the grader asked for, nothing else
+                metadata["path"] = str(notebook_folder)
+                left.update({name: read_left_file(work / name, self.max_left_file) for name in outputs})
+        finally:
+            runtime.remove(private)
 
     def output(self, outs, msg, display_id, cell_index):
         content = msg.get("content", {})

@@ -18,7 +18,7 @@ def enter_limits(spec: dict) -> None:
             fh.write(str(os.getpid()))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     resource.setrlimit(resource.RLIMIT_FSIZE, (spec["file_size"], spec["file_size"]))
-    if not spec.get("cgroup_procs"):  # fallback without a cgroup
+    if spec.get("rlimits", not spec.get("cgroup_procs")):  # the fallback without a cgroup
         if os.getuid() != 0:
             resource.setrlimit(resource.RLIMIT_NPROC, (spec["processes"], spec["processes"]))
         if not spec.get("gpu"):  # RLIMIT_AS breaks CUDA's address-space reservations

@@ -1,31 +1,31 @@
-"""Verdicts the student's code cannot forge: probes checked as plain data, out of the kernel.
+"""Probes: verdicts the student's code cannot forge, checked as plain data out of the kernel.
 
 A test cell runs in the student's kernel after the student's code, so everything it calls
 (``course_lib``, numpy, ``torch.testing``, an object whose ``==`` is always true, even a
 hook that rewrites later cells) may have been replaced. For every autograded cell in
 ``PROBES`` (:mod:`autograder.probes`):
 
-1. once per version of the probes and of ``course_lib``, :func:`probe_cache` draws the inputs
-   and computes course_lib's answers on them into a folder the kernel never sees
+1. once per version of the probes and of ``course_lib`` and per course installation (its
+   secret salt, :mod:`autograder.course_secrets`), :func:`probe_cache` draws the inputs and
+   computes course_lib's answers on them into a folder the kernel never sees
    (``$AUTOGRADER_PROBE_CACHE``, else ``.autograder/probes`` in the course root);
-2. before the notebook runs, :func:`write_inputs` (nbgrader's pre-convert hook) copies the
-   inputs next to it, ``probes_in_<grade id>.npz``;
+2. before the notebook runs, the inputs are copied into the kernel's private folder,
+   ``probes_in_<grade id>.npz`` (:func:`probe_inputs`, staged by the sandbox);
 3. the hidden part of the test cell runs the student's code on them and saves the results
    as arrays, ``probes_out_<grade id>.npz`` (``course_lib.probes.answer_probes``);
-4. after the notebook ran, :func:`check_outputs` (the post-convert hook, in nbgrader's
-   process) loads those arrays with ``allow_pickle=False`` and a size cap, compares them with
-   the expected answers and takes the cell's points away unless all match. The kernel's
-   verdict still counts (both must pass), but a forged one alone earns nothing: the
-   student's code must produce the right numbers.
+4. after the kernel stopped, the sandbox reads those files back (regular files only, size
+   capped) and :func:`check_probe` (in :mod:`autograder.checks`, in nbgrader's process)
+   loads them with ``allow_pickle=False`` and a size cap and compares them with the expected
+   answers. A cell keeps its points only if this check positively succeeded.
 
-The hooks themselves need only numpy: torch and ``course_lib`` are imported when the cache
+The checks themselves need only numpy: torch and ``course_lib`` are imported when the cache
 is made (once per batch in ``autograder grade``), not once per submission.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
+import io
 import os
 import shutil
 import tempfile
@@ -35,9 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from autograder.submissions import is_regular_file
+from autograder.sandbox import LeftFile, read_left_file
 
-log = logging.getLogger(__name__)
 MAX_OUTPUT_BYTES = 256 * 2**20  # uncompressed: a zip bomb must not take the grader's memory
 CACHE_ENV = "AUTOGRADER_PROBE_CACHE"
 RTOL, ATOL = "__rtol__", "__atol__"  # the probe's tolerances, stored with its expected answers
@@ -58,9 +57,14 @@ def expected_path(folder: Path, grade_id: str) -> Path:
     return Path(folder) / f"probes_expected_{grade_id}.npz"
 
 
-def expected_answers(probe) -> dict[str, np.ndarray]:
+def salted_seed(probe, salt: int) -> int:
+    """The seed of the probe's inputs in this installation: its own, mixed with the secret salt."""
+    return (probe.seed ^ salt) & (2**62 - 1)
+
+
+def expected_answers(probe, salt: int = 0) -> dict[str, np.ndarray]:
     """course_lib's answers to every case of ``probe``, as ``<name>_<k>``, and its tolerances."""
-    inputs = probe.inputs(probe.seed)
+    inputs = probe.inputs(salted_seed(probe, salt))
     answers = {f"{name}_{k}": np.asarray(value) for k in range(int(inputs["n"]))
                for name, value in probe.reference(inputs, k).items()}
     return {**answers, RTOL: np.array(probe.rtol), ATOL: np.array(probe.atol)}
@@ -80,10 +84,11 @@ def cache_root(course_root: str | Path) -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path(course_root) / ".autograder" / "probes")
 
 
-def probe_cache(assignment: str, root: Path) -> Path:
+def probe_cache(assignment: str, root: Path, salt: int = 0) -> Path:
     """The folder with the inputs and expected answers of the assignment's probes, made on
     first use (atomically: parallel graders may race to make it)."""
-    folder = Path(root) / f"{assignment}-{answers_version()}"
+    tag = hashlib.sha256(f"{answers_version()} {salt}".encode()).hexdigest()[:16]
+    folder = Path(root) / f"{assignment}-{tag}"
     if folder.is_dir():
         return folder
     from autograder.probes import PROBES  # torch and course_lib: only when the cache is made
@@ -91,8 +96,8 @@ def probe_cache(assignment: str, root: Path) -> Path:
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{assignment}-", dir=folder.parent))
     for grade_id, probe in PROBES.get(assignment, {}).items():
-        np.savez(inputs_path(scratch, grade_id), **probe.inputs(probe.seed))
-        np.savez(expected_path(scratch, grade_id), **expected_answers(probe))
+        np.savez(inputs_path(scratch, grade_id), **probe.inputs(salted_seed(probe, salt)))
+        np.savez(expected_path(scratch, grade_id), **expected_answers(probe, salt))
     try:
         scratch.rename(folder)
     except OSError:  # made meanwhile by another grader
@@ -104,22 +109,30 @@ def probed_cells(cache: Path) -> list[str]:
     return sorted(p.name.removeprefix("probes_expected_").removesuffix(".npz") for p in cache.glob("probes_expected_*.npz"))
 
 
-def write_inputs(cache: Path, folder: Path) -> None:
-    """The probes' inputs next to the notebook about to run."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for grade_id in probed_cells(cache):
-        shutil.copyfile(inputs_path(cache, grade_id), inputs_path(folder, grade_id))
+def probe_inputs(cache: Path) -> dict[str, Path]:
+    """{file name in the kernel's folder: file} of the probes' inputs."""
+    return {inputs_path(Path("."), grade_id).name: inputs_path(cache, grade_id) for grade_id in probed_cells(cache)}
+
+
+def probe_outputs(cache: Path) -> dict[str, str]:
+    """{grade id: file name the kernel saves its probe results under}."""
+    return {grade_id: outputs_path(Path("."), grade_id).name for grade_id in probed_cells(cache)}
+
+
+def _load_npz(source, unpacked_limit: int) -> dict[str, np.ndarray]:
+    with zipfile.ZipFile(source) as archive:
+        unpacked = sum(info.file_size for info in archive.infolist())
+    if unpacked > unpacked_limit:
+        raise ValueError(f"{unpacked:,} bytes unpacked, more than {unpacked_limit:,}")
+    if hasattr(source, "seek"):
+        source.seek(0)
+    with np.load(source, allow_pickle=False) as data:
+        return {key: np.array(data[key]) for key in data.files}
 
 
 def load_arrays(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of an ``.npz``: no pickles, at most ``MAX_OUTPUT_BYTES`` unpacked."""
-    with zipfile.ZipFile(path) as archive:
-        unpacked = sum(info.file_size for info in archive.infolist())
-    if unpacked > MAX_OUTPUT_BYTES:
-        raise ValueError(f"{unpacked:,} bytes unpacked, more than {MAX_OUTPUT_BYTES:,}")
-    with np.load(path, allow_pickle=False) as data:
-        return {key: np.array(data[key]) for key in data.files}
+    """The arrays of an ``.npz`` file of the grader's: no pickles, at most ``MAX_OUTPUT_BYTES`` unpacked."""
+    return _load_npz(path, MAX_OUTPUT_BYTES)
 
 
 def _mismatch(have: np.ndarray | None, want: np.ndarray, rtol: float, atol: float) -> str:
@@ -140,15 +153,16 @@ def _mismatch(have: np.ndarray | None, want: np.ndarray, rtol: float, atol: floa
     return ""
 
 
-def check_probe(expected: dict[str, np.ndarray], outputs: Path) -> str:
-    """'' when the student's results match the expected answers on every case, else why not."""
-    outputs = Path(outputs)
-    if not outputs.exists() and not outputs.is_symlink():
+def check_probe(expected: dict[str, np.ndarray], outputs: LeftFile | Path) -> str:
+    """'' when the student's results match the expected answers on every case, else why not.
+    ``outputs``: the results file as the sandbox read it back (or a path, read the same way)."""
+    left = outputs if isinstance(outputs, LeftFile) else read_left_file(Path(outputs), MAX_OUTPUT_BYTES)
+    if left.problem == "missing":
         return "no probe results (the hidden test did not run to its end)"
-    if not is_regular_file(outputs):
-        return "probe results are not a regular file (a symlink or a special file)"
+    if left.data is None:
+        return f"probe results are {left.problem}"
     try:
-        got = load_arrays(outputs)
+        got = _load_npz(io.BytesIO(left.data), MAX_OUTPUT_BYTES)
     except Exception as err:
         return f"unreadable probe results ({type(err).__name__}: {err})"[:160]
     rtol, atol = float(expected[RTOL]), float(expected[ATOL])
@@ -159,35 +173,3 @@ def check_probe(expected: dict[str, np.ndarray], outputs: Path) -> str:
             name, k = key.rsplit("_", 1)
             return f"probe {k}: {name!r} {why} (course_lib's answer)"
     return ""
-
-
-def check_outputs(assignment: str, student: str, folder: Path, db_url: str, notebook: str, cache: Path) -> dict[str, str]:
-    """Take the points of probed cells whose results do not check out; {grade id: reason}
-    for the cells the kernel had passed. The probe files are removed afterwards."""
-    from nbgrader.api import Gradebook
-
-    failures = {}
-    for grade_id in probed_cells(cache):
-        try:
-            reason = check_probe(load_arrays(expected_path(cache, grade_id)), outputs_path(folder, grade_id))
-        except Exception as err:  # a failing check never leaves the kernel's verdict standing
-            reason = f"check failed: {err}"
-        if reason:
-            failures[grade_id] = reason
-        for path in (inputs_path(folder, grade_id), outputs_path(folder, grade_id)):
-            path.unlink(missing_ok=True)
-    overridden = {}
-    if failures:
-        with Gradebook(db_url) as gb:
-            for grade_id, reason in failures.items():
-                grade = gb.find_grade(grade_id, notebook, assignment, student)
-                if grade.auto_score:  # the kernel said it passed; the numbers say otherwise
-                    grade.auto_score = 0.0
-                    overridden[grade_id] = reason
-            gb.db.commit()
-    by_reason: dict[str, list[str]] = {}
-    for grade_id, reason in overridden.items():
-        by_reason.setdefault(reason, []).append(grade_id)
-    for reason, grade_ids in by_reason.items():
-        log.warning("Trusted check of %s: %s get 0 points: %s", student, ", ".join(grade_ids), reason)
-    return overridden

@@ -21,7 +21,7 @@ import psutil
 import pytest
 from nbgrader.api import Gradebook
 
-from autograder import grading
+from autograder import grading, runtime
 from autograder.course import ROOT, SMALL_PARAMETERS
 from autograder.examples import EXAMPLES, completed
 from autograder.gradebook import sqlite_url, submission_scores
@@ -195,10 +195,10 @@ def test_outputs_are_capped(hostile_batch):
 
 def test_originals_are_untouched_and_nothing_is_left_running(hostile_batch):
     assert hostile_batch["before"] == hostile_batch["after"]
-    scratch = hostile_batch["result"].scratch
+    folders = [str(hostile_batch["result"].scratch), str(runtime.root())]
     left = []
     for _ in range(20):
-        left = [p.pid for p in __import__("psutil").process_iter(["cwd"]) if str(scratch) in (p.info.get("cwd") or "")]
+        left = [p.pid for p in psutil.process_iter(["cwd"]) if any(f in (p.info.get("cwd") or "") for f in folders)]
         if not left:
             break
         time.sleep(0.5)

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import nbformat
 import pytest
 
-from autograder import cli, grading, nbgrader_plugins, trusted, verdicts
+from autograder import checks, cli, course_secrets, grading, nbgrader_plugins, trusted, verdicts
 from autograder.course import ASSIGNMENTS, solution_path
 from autograder.report import write_report
 
@@ -94,22 +95,24 @@ def test_a_change_to_the_grading_rules_regrades_everyone(tmp_path, monkeypatch):
     copy = tmp_path / "package"
     shutil.copytree(verdicts.PACKAGE / "course_lib", copy / "course_lib", ignore=shutil.ignore_patterns("__pycache__"))
     (copy / "autograder").mkdir()
-    for module in ("probes.py", "verdicts.py", "trusted.py"):
+    for module in ("probes.py", "verdicts.py", "trusted.py", "checks.py"):
         shutil.copy(verdicts.PACKAGE / "autograder" / module, copy / "autograder" / module)
     monkeypatch.setattr(verdicts, "PACKAGE", copy)
-    monkeypatch.setattr(verdicts, "__file__", str(copy / "autograder" / "verdicts.py"))
-    monkeypatch.setattr(trusted, "__file__", str(copy / "autograder" / "trusted.py"))
+    for module in (verdicts, trusted, checks):
+        monkeypatch.setattr(module, "__file__", str(copy / "autograder" / Path(module.__file__).name))
     source = grading.source_digest("03_dice_iou")
     seen = {grading.rules_digest(source)}
     assert grading.rules_digest(source) in seen  # stable while nothing changes
     for changed in ("course_lib/metrics.py", "autograder/probes.py", "autograder/verdicts.py",
-                    "autograder/trusted.py"):
+                    "autograder/trusted.py", "autograder/checks.py"):
         with open(copy / changed, "a") as fh:
             fh.write("\n# changed\n")
         digest = grading.rules_digest(source)
         assert digest not in seen, changed
         seen.add(digest)
     assert grading.rules_digest(source + "x") not in seen  # the source notebook
+    monkeypatch.setenv(course_secrets.SECRETS_ENV, str(tmp_path / "other-installation.json"))
+    assert grading.rules_digest(source) not in seen  # another installation's secrets
 
 
 def test_the_report_is_one_self_contained_page_with_escaped_names(tmp_path):
@@ -121,6 +124,16 @@ def test_the_report_is_one_self_contained_page_with_escaped_names(tmp_path):
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "Slowest submissions" in page and all(s in page for s in grading.STATUSES)
     assert "http://" not in page and "https://" not in page  # nothing to fetch
+    assert "Weak limits" not in page  # no enforcement recorded: nothing to warn about
+
+
+def test_the_report_and_status_say_loudly_when_kernels_ran_with_weak_limits(tmp_path):
+    rows = [{"assignment": "03_dice_iou", "student": s, "status": "graded", "reason": "", "score": "1",
+             "max_score": "10", "auto_score": "1", "auto_max_score": "10", "seconds": "1", "device": "cpu",
+             "enforcement": kind} for s, kind in (("a", "cgroup-v2"), ("b", "rlimit"), ("c", "rlimit"))]
+    page = write_report(rows, tmp_path / "report.html").read_text()
+    assert "Weak limits" in page and "2 submission(s) with rlimits only" in page and "autograder doctor" in page
+    assert "enforcement" in grading.STATUS_COLUMNS and set(grading.ENFORCEMENTS) == {"cgroup-v2", "cgroup-v1", "rlimit", "none"}
 
 
 @pytest.mark.parametrize("argv, message", [

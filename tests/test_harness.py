@@ -15,7 +15,7 @@ import psutil
 import pytest
 from nbgrader.api import Gradebook
 
-from autograder import demo, grading
+from autograder import demo, grading, runtime
 from autograder.course import ASSIGNMENTS, SMALL_PARAMETERS
 from autograder.examples import EXAMPLES, EXPECTED, completed, write_class
 from autograder.gradebook import sqlite_url
@@ -111,14 +111,19 @@ def test_parallel_workers_leave_a_complete_consistent_gradebook_and_regrade_only
     assert scores["s02"] == 10.0 and len(scores) == len(kinds)
 
 
-def _processes_in(folder: Path) -> list[psutil.Process]:
-    """Live processes whose working directory is inside ``folder``."""
+def _processes_in(*folders: Path) -> list[psutil.Process]:
+    """Live processes whose working directory is inside one of ``folders``."""
     found = []
     for proc in psutil.process_iter(["cwd"]):
         cwd = proc.info.get("cwd") or ""
-        if cwd.startswith(str(folder)):
+        if any(cwd.startswith(str(folder)) for folder in folders):
             found.append(proc)
     return found
+
+
+def _orphaned_kernel_folders() -> list[Path]:
+    """Kernel folders whose grader is gone (killed at a timeout): the next run reaps them."""
+    return [p for p in runtime.root().glob("k-*") if not runtime.owner_alive("-".join(p.name.split("-")[1:3]))]
 
 
 def test_a_notebook_past_its_limit_is_stopped_with_its_kernel_and_a_dead_kernel_is_crashed(tmp_path):
@@ -139,7 +144,10 @@ def test_a_notebook_past_its_limit_is_stopped_with_its_kernel_and_a_dead_kernel_
     assert status["steady"]["status"] == "graded" and status["steady"]["auto_score"] == 10.0
     assert status["looper"]["score"] == 0 and status["quitter"]["score"] == 0
     assert _submissions(opts.db_url, DICE) == {"steady": 10.0}
-    assert _processes_in(result.scratch) == []  # the looping kernel was killed with nbgrader
+    orphaned = _orphaned_kernel_folders()
+    assert _processes_in(result.scratch, *orphaned) == []  # the looping kernel was killed with nbgrader
+    runtime.reap_stale()
+    assert not any(p.exists() for p in orphaned)  # and what its grader left is reaped
     shutil.rmtree(result.scratch)
 
 

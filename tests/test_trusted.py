@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from autograder import grading, probes, trusted, verdicts
+from autograder import checks, grading, probes, trusted, verdicts
 from autograder.course import ASSIGNMENTS, SMALL_PARAMETERS, solution_path
 from autograder.examples import completed
 from autograder.gradebook import sqlite_url
@@ -20,15 +20,23 @@ from course_lib.models import ResNetFPN
 from course_lib.train import save_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+SEED = 12_345  # a hidden-split seed for the tests
 
 
-def test_the_hidden_split_and_thresholds_are_the_notebooks():
-    source = "\n".join(c.source for c in nbformat.read(solution_path(trusted.ASSIGNMENT), as_version=4).cells)
-    assert set(re.findall(r"seed=([\d_]+)\)", source)) >= {f"{trusted.HIDDEN_SEED:_}"}
-    assert f"_HiddenShapes({trusted.HIDDEN_SIZE}," in source
-    literal = re.search(r"_hidden_threshold = (\{.*?\})\[budget\]", source).group(1)
-    assert eval(literal) == trusted.THRESHOLDS  # noqa: S307 - our own notebook's literal
-    assert f'_hidden_save("{trusted.MODEL_FILE}", model)' in source
+def test_no_cell_the_kernel_runs_holds_the_hidden_split_and_the_thresholds_are_the_notebooks(tmp_path):
+    nb = nbformat.read(solution_path(trusted.ASSIGNMENT), as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "_HiddenShapes" not in code and "86_420_135" not in code  # the seed of earlier versions
+    seed = trusted.hidden_seed(tmp_path)  # drawn for this installation, kept out of git
+    assert seed == trusted.hidden_seed(tmp_path) and seed != trusted.hidden_seed(tmp_path / "another")
+    assert str(seed) not in code and f"{seed:_}" not in code
+    assert (tmp_path / ".autograder" / "secrets.json").stat().st_mode & 0o777 == 0o600
+    table = next(c.source for c in nb.cells if c.cell_type == "markdown" and "| budget |" in c.source)
+    for budget, thresholds in trusted.THRESHOLDS.items():
+        row = next(line for line in table.splitlines() if line.startswith(f"| `\"{budget}\"`"))
+        assert [float(t) for t in re.findall(r"≥ ([\d.]+)", row)] == list(thresholds)
+    export = next(c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == trusted.GRADE_CELLS[0])
+    assert f'_hidden_save("{trusted.MODEL_FILE}", model)' in export.split("### BEGIN HIDDEN TESTS")[1]
 
 
 def _export(path):
@@ -39,9 +47,9 @@ def _export(path):
 
 def test_an_untrained_export_scores_low_and_reproducibly(tmp_path):
     _export(tmp_path / "m.pt")
-    first, reason = trusted.score_export(tmp_path / "m.pt", 64)
+    first, reason = trusted.score_export(tmp_path / "m.pt", 64, SEED)
     assert reason == "" and 0.0 <= first < min(trusted.THRESHOLDS["small"])
-    assert trusted.score_export(tmp_path / "m.pt", 64) == (first, "")
+    assert trusted.score_export(tmp_path / "m.pt", 64, SEED) == (first, "")
     assert trusted.points(first, "small") == [False, False, False]
     assert trusted.points(0.24, "small") == [True, True, False]
 
@@ -53,14 +61,14 @@ class _Payload:  # a pickle that would run code when loaded without weights_only
 
 def test_exports_that_are_not_plain_data_or_not_a_course_model_score_nothing(tmp_path):
     torch.save({"config": {}, "state_dict": _Payload()}, tmp_path / "pickle.pt")
-    assert trusted.score_export(tmp_path / "pickle.pt", 64)[0] is None
-    assert "not plain data" in trusted.score_export(tmp_path / "pickle.pt", 64)[1]
+    assert trusted.score_export(tmp_path / "pickle.pt", 64, SEED)[0] is None
+    assert "not plain data" in trusted.score_export(tmp_path / "pickle.pt", 64, SEED)[1]
     state = {"config": {"arch": "fpn", "num_classes": 5, "backbone": "resnet18", "fpn_channels": 32,
                         "head_channels": 16, "weights": "/etc/passwd"}, "state_dict": {}}
     torch.save(state, tmp_path / "config.pt")
-    miou, reason = trusted.score_export(tmp_path / "config.pt", 64)
+    miou, reason = trusted.score_export(tmp_path / "config.pt", 64, SEED)
     assert miou is None and "config must be exactly" in reason
-    miou, reason = trusted.score_export(tmp_path / "missing.pt", 64)
+    miou, reason = trusted.score_export(tmp_path / "missing.pt", 64, SEED)
     assert miou is None and "no exported model" in reason
 
 
@@ -82,10 +90,13 @@ def test_tampering_in_the_kernel_does_not_change_the_trusted_score(tmp_path):
         slots=grading.make_slots(1, []), cell_timeout=120, training_timeout=300,
         parameters=SMALL_PARAMETERS[trusted.ASSIGNMENT], progress=False)
     (row,) = grading.grade(opts).outcomes
-    graded = (out / "autograded" / "forger" / trusted.ASSIGNMENT / f"{trusted.NOTEBOOK}.ipynb").read_text()
-    assert "hidden-split mIoU 1.000" in graded  # the kernel was fooled...
+    graded = nbformat.read(out / "autograded" / "forger" / trusted.ASSIGNMENT / f"{trusted.NOTEBOOK}.ipynb", as_version=4)
+    text = "\n".join(o.get("text", "") for c in graded.cells if c.cell_type == "code" for o in c.outputs)
+    assert "val mIoU 1.000" in text or "mIoU 1.000" in text  # the kernel was fooled...
     assert row["status"] == "graded" and row["auto_score"] == 8.0, row  # ...the grade was not: 14 - 6 mIoU points
     assert "trusted: hidden-split mIoU" in row["reason"] and "0 of 3 cells pass" in row["reason"]
+    failed = [c for c in graded.cells if c.metadata.get("nbgrader", {}).get("grade_id") in trusted.GRADE_CELLS]
+    assert all(any(o.get("ename") == checks.CHECK_FAILED for o in c.outputs) for c in failed)  # says why
     assert not (out / "autograded" / "forger" / trusted.ASSIGNMENT / trusted.MODEL_FILE).exists()
 
 
@@ -115,9 +126,14 @@ def test_the_probe_cache_is_made_once_and_is_what_the_hooks_use(tmp_path):
     stamp = verdicts.expected_path(cache, "test-ex2-merge").stat().st_mtime_ns
     assert verdicts.probe_cache("02_resnet_fpn", tmp_path) == cache  # reused, not made again
     assert verdicts.expected_path(cache, "test-ex2-merge").stat().st_mtime_ns == stamp
-    verdicts.write_inputs(cache, tmp_path / "run")
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == sorted(
+    assert sorted(verdicts.probe_inputs(cache)) == sorted(
         kernel_probes.inputs_path(".", g).name for g in PROBES["02_resnet_fpn"])  # the names the kernel reads
+    assert sorted(verdicts.probe_outputs(cache).values()) == sorted(
+        kernel_probes.outputs_path(".", g).name for g in PROBES["02_resnet_fpn"])  # and writes
+    salted = verdicts.probe_cache("02_resnet_fpn", tmp_path, salt=7)
+    assert salted != cache  # another installation draws other inputs
+    assert not np.array_equal(verdicts.load_arrays(verdicts.inputs_path(salted, "test-ex2-merge"))["c_5"],
+                              verdicts.load_arrays(verdicts.inputs_path(cache, "test-ex2-merge"))["c_5"])
     assert kernel_probes.outputs_path(".", "x").name == verdicts.outputs_path(Path("."), "x").name
     assert verdicts.probed_cells(verdicts.probe_cache("no_such_assignment", tmp_path)) == []
 
@@ -141,7 +157,7 @@ def test_probe_results_and_exports_that_are_symlinks_are_not_followed(tmp_path):
     link.symlink_to(real)
     assert "not a regular file" in verdicts.check_probe(expected, link)
     (tmp_path / trusted.MODEL_FILE).symlink_to(tmp_path / "gradebook.db")  # dangling here, the grader's file there
-    miou, reason = trusted.score_export(tmp_path / trusted.MODEL_FILE, 64)
+    miou, reason = trusted.score_export(tmp_path / trusted.MODEL_FILE, 64, SEED)
     assert miou is None and "not a regular file" in reason
 
 

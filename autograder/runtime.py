@@ -1,0 +1,76 @@
+"""Private folders for sandboxed kernels, removed on every path.
+
+Each kernel gets folders of its own under one runtime root (``$AUTOGRADER_RUNTIME_DIR``,
+else ``<tmp>/autograder-<uid>``): the folder it runs in and the folder of its ipc sockets.
+Their names carry the owner's pid and start time, ``k-<pid>-<start>-<random>``, so that
+:func:`reap_stale` can remove what a killed grader (even a SIGKILLed one) left behind, and
+only that: a folder whose owner still runs is never touched, whatever became of its pid.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from pathlib import Path
+
+RUNTIME_ENV = "AUTOGRADER_RUNTIME_DIR"
+NAME = re.compile(r"^k-(?P<pid>\d+)-(?P<start>\d+)-[0-9a-f]+$")
+
+
+def start_time(pid: int) -> int | None:
+    """The start time of process ``pid`` in clock ticks since boot (``/proc/<pid>/stat``
+    field 22), or None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # fields after the command name, which may hold spaces
+
+
+def owner_tag(pid: int | None = None) -> str:
+    """``<pid>-<start time>`` of ``pid`` (default: this process)."""
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}-{start_time(pid) or 0}"
+
+
+def owner_alive(tag: str) -> bool:
+    """Whether the process named by an :func:`owner_tag` still runs (pid reuse safe)."""
+    pid, _, start = tag.partition("-")
+    return start_time(int(pid)) == int(start)
+
+
+def root() -> Path:
+    return Path(os.environ.get(RUNTIME_ENV) or Path(tempfile.gettempdir()) / f"autograder-{os.getuid()}")
+
+
+def new_folder() -> Path:
+    """A new private folder (mode 0700) owned by this process."""
+    base = root()
+    base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder = base / f"k-{owner_tag()}-{secrets.token_hex(6)}"
+    folder.mkdir(mode=0o700)
+    return folder
+
+
+def remove(folder: Path | None) -> None:
+    """Remove a private folder, whatever the kernel left in it (never follows links)."""
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def reap_stale() -> list[Path]:
+    """Remove the private folders whose owner is gone; returns them."""
+    removed = []
+    try:
+        entries = list(root().iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        match = NAME.match(entry.name)
+        if match and not owner_alive(f"{match['pid']}-{match['start']}"):
+            remove(entry)
+            removed.append(entry)
+    return removed
