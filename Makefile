@@ -8,7 +8,16 @@ STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 DEMO_WORKERS ?= 2  # measured: 2 single-thread workers grade 1.67x faster than 1 two-thread worker on 2 cores
 
-.PHONY: demo train release reference test bench lint install sandbox clean help
+# make gpu-bundle (online) / make gpu-check (on the GPU host, offline): tools/gpu_bundle.py, tools/gpu_check.sh
+GPU_BUNDLE         ?= .gpu-bundle
+GPU_VENV           ?= .venv-gpu
+GPU_PYTHON         ?= python3
+GPU_PYTHON_VERSION ?= 3.12
+GPU_PLATFORMS      ?=
+GPU_IMAGE_PACKAGES ?= tools/gpu_image_packages.txt
+GPU_CHECK_ARGS     ?=
+
+.PHONY: demo train release reference test bench lint install sandbox clean help gpu-bundle gpu-check
 
 help:
 	@echo "make demo   - the main job: release, grade the example submissions of every assignment, report (build/demo)"
@@ -18,6 +27,8 @@ help:
 	@echo "make reference - train the reference FPN and the single-scale baseline with the CPU budget"
 	@echo "make release - regenerate notebooks/ (student versions) from solutions/ with nbgrader"
 	@echo "make lint   - ruff"
+	@echo "make gpu-bundle - (online) wheels + bubblewrap for an offline GPU host into $(GPU_BUNDLE)/, sizes checked"
+	@echo "make gpu-check  - (GPU host) GPU tests, grading in the sandbox, FPN vs smp speed -> build/gpu-check.json"
 
 install: $(STAMP) sandbox
 
@@ -56,7 +67,18 @@ bench: $(STAMP) sandbox
 	$(BIN)/python benchmarks/bench_grading.py --out build/bench_grading.json
 
 lint: $(STAMP)
-	$(BIN)/ruff check course_lib autograder tests benchmarks
+	$(BIN)/ruff check course_lib autograder tests benchmarks tools
+
+# Wheels for CPython $(GPU_PYTHON_VERSION) on x86_64 manylinux, without PyTorch/CUDA and without what the GPU image
+# already has ($(GPU_IMAGE_PACKAGES)); plus Debian's bubblewrap. Fails when repository + bundle exceed 60 MiB.
+gpu-bundle:
+	$(PYTHON) tools/gpu_bundle.py --out $(GPU_BUNDLE) --python-version $(GPU_PYTHON_VERSION) \
+	  $(foreach p,$(GPU_PLATFORMS),--platform $(p)) --image-packages '$(GPU_IMAGE_PACKAGES)'
+
+# No GPU (no nvidia-smi, or torch.cuda unavailable): says so and succeeds. Else $(GPU_VENV) on the host's PyTorch,
+# the bundle installed offline, then benchmarks/gpu_check.py (about 8 minutes at most).
+gpu-check:
+	GPU_PYTHON=$(GPU_PYTHON) GPU_BUNDLE=$(GPU_BUNDLE) GPU_VENV=$(GPU_VENV) bash tools/gpu_check.sh $(GPU_CHECK_ARGS)
 
 clean:
 	rm -rf build .pytest_cache

@@ -117,7 +117,7 @@ def grade_command(args, parser) -> int:
     )
     devices = ", ".join(sorted({s.device for s in slots}))
     print(f"grading {args.assignment}: {len(slots)} worker(s) on {devices}, {slots[0].threads} CPU thread(s) each; "
-          f"gradebook {db_url}", flush=True)
+          f"gradebook {gradebook.mask_url(db_url)}", flush=True)
     try:
         result = grading.grade(opts)
     except RunLocked as err:

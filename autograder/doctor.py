@@ -39,16 +39,6 @@ class Check:
     details: dict = field(default_factory=dict)
 
 
-def mask_url(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    try:
-        from sqlalchemy.engine import make_url
-
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - not a URL sqlalchemy knows: mask by hand
-        return re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", url)
-
-
 def _password(url: str) -> str | None:
     try:
         from sqlalchemy.engine import make_url
@@ -138,10 +128,10 @@ def check_gpus() -> list[Check]:
 
 
 def check_gradebook(db_url: str | None) -> list[Check]:
+    from autograder.gradebook import course_db_url, mask_url
+
     try:
         if db_url is None:
-            from autograder.gradebook import course_db_url
-
             db_url = course_db_url()
     except Exception as err:  # noqa: BLE001
         return [Check("gradebook", FAIL, f"no gradebook URL: {type(err).__name__}: {err}")]

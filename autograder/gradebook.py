@@ -12,12 +12,14 @@ a re-run never duplicates a grade.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from nbgrader.api import Gradebook, MissingEntry
+from sqlalchemy.engine import make_url
 
 from autograder.course import ROOT, SOLUTIONS
 from autograder.nbgrader_runner import nbgrader_env, run_nbgrader
@@ -25,6 +27,14 @@ from autograder.nbgrader_runner import nbgrader_env, run_nbgrader
 
 def sqlite_url(path: Path) -> str:
     return f"sqlite:///{Path(path).resolve()}"
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL sqlalchemy knows: mask by hand
+        return re.sub(r"(//[^/:@]*:)[^@/]*@", r"\1***@", url)
 
 
 def course_db_url(course_root: Path = ROOT) -> str:

@@ -26,7 +26,6 @@ import os
 import queue
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +41,17 @@ import nbformat
 import psutil
 from tqdm.auto import tqdm
 
-from autograder import checks, course_secrets, forkserver, gradebook, sandbox, submissions, trusted, verdicts
+from autograder import (
+    checks,
+    course_secrets,
+    forkserver,
+    gpus,
+    gradebook,
+    sandbox,
+    submissions,
+    trusted,
+    verdicts,
+)
 from autograder.course import ASSIGNMENTS, ROOT, SOLUTIONS, parameter_names
 from autograder.locks import exclusive_run
 from autograder.nbgrader_plugins import CELL_TIMEOUT_ENV, PARAMETERS_ENV, TRAINING_TIMEOUT_ENV
@@ -74,7 +83,7 @@ class Verdict(Exception):
 # --------------------------------------------------------------------------- settings
 @dataclass(frozen=True)
 class Slot:
-    """Where one worker runs: a GPU (CUDA index as the host sees it) or the CPU, and threads."""
+    """Where one worker runs: a GPU (``GPU-<uuid>`` / ``MIG-<uuid>``, :mod:`autograder.gpus`) or the CPU, and threads."""
 
     gpu: str | None
     threads: int
@@ -84,30 +93,13 @@ class Slot:
         return f"cuda:{self.gpu}" if self.gpu is not None else "cpu"
 
 
-def detect_gpus() -> list[str]:
-    """CUDA devices this process may use: $CUDA_VISIBLE_DEVICES if set, else ``nvidia-smi``."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [d.strip() for d in visible.split(",") if d.strip() and d.strip() != "-1"]
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
-
-
 def parse_gpus(value: str) -> list[str]:
-    """``auto`` (all CUDA devices found), ``none`` (CPU only) or a list like ``0,1``."""
-    value = value.strip().lower()
-    if value == "auto":
-        return detect_gpus()
-    if value in ("none", "cpu", ""):
-        return []
-    ids = [v.strip() for v in value.split(",")]
-    if not all(v.isdigit() for v in ids):
-        raise ValueError(f"--gpus takes auto, none or CUDA indices like 0,1; got {value!r}")
-    return ids
+    """``auto`` (all CUDA devices this process may use), ``none`` (CPU only), or indices and
+    UUIDs like ``0,1``: the devices to pin workers to, by UUID (:func:`autograder.gpus.pinning_ids`)."""
+    try:
+        return gpus.pinning_ids(value)
+    except ValueError as err:
+        raise ValueError(f"--gpus: {err}") from None
 
 
 def make_slots(workers: int | None, gpus: list[str], cpus: int | None = None) -> list[Slot]:
@@ -212,7 +204,7 @@ def worker_env(task: Task, opts: GradingOptions) -> dict[str, str]:
     extra = {
         "NBGRADER_DB_URL": gradebook.sqlite_url(task.workspace / "gradebook.db"),
         PARAMETERS_ENV: json.dumps(parameters),
-        "CUDA_VISIBLE_DEVICES": slot.gpu if slot.gpu is not None else "",
+        **gpus.kernel_environment(slot.gpu),  # the GPU by UUID; PCI bus order for indices
         "OMP_NUM_THREADS": str(slot.threads),
         "MKL_NUM_THREADS": str(slot.threads),
         "PYTHONDONTWRITEBYTECODE": "1",

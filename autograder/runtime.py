@@ -61,16 +61,19 @@ def remove(folder: Path | None) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def reap_stale() -> list[Path]:
-    """Remove the private folders whose owner is gone; returns them."""
-    removed = []
+def stale_folders() -> list[Path]:
+    """The private folders whose owner is gone."""
     try:
         entries = list(root().iterdir())
     except OSError:
-        return removed
-    for entry in entries:
-        match = NAME.match(entry.name)
-        if match and not owner_alive(f"{match['pid']}-{match['start']}"):
-            remove(entry)
-            removed.append(entry)
+        return []
+    return [entry for entry in entries
+            if (match := NAME.match(entry.name)) and not owner_alive(f"{match['pid']}-{match['start']}")]
+
+
+def reap_stale() -> list[Path]:
+    """Remove the private folders whose owner is gone; returns them."""
+    removed = stale_folders()
+    for folder in removed:
+        remove(folder)
     return removed

@@ -29,7 +29,8 @@ Inside the sandbox (``bwrap``, Debian package ``bubblewrap``):
   and ``RLIMIT_NPROC`` (documented fallback; ``RLIMIT_NPROC`` does not bind root); file
   size (``RLIMIT_FSIZE``), no core dumps; total bytes written in the notebook's folder
   and total output kept in the notebook are capped by nbgrader's side;
-* GPUs: only the device nodes of the GPUs in ``CUDA_VISIBLE_DEVICES``.
+* GPUs: only the device nodes of the GPUs in ``CUDA_VISIBLE_DEVICES`` (indices, ``GPU-<uuid>``
+  or ``MIG-<uuid>``, mapped to their nodes by :mod:`autograder.gpus`).
 
 Settings (environment): ``AUTOGRADER_SANDBOX`` (``on``; ``off`` grades without isolation,
 unsafe), ``AUTOGRADER_MEMORY_LIMIT`` (default ``6G``), ``AUTOGRADER_MAX_PROCESSES`` (256),
@@ -42,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import glob
 import importlib.util
 import json
 import os
@@ -58,8 +58,8 @@ from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
 from traitlets import Any, Integer
 
+from autograder import gpus, runtime
 from autograder import limits as kernel_limits
-from autograder import runtime
 
 SANDBOX_ENV = "AUTOGRADER_SANDBOX"
 REPORT_ENV = "AUTOGRADER_SANDBOX_REPORT"  # where the kernel manager reports enforcement and limits hit (JSON lines)
@@ -182,18 +182,6 @@ def _python_roots() -> list[str]:
     return sorted(r for r in roots if r and os.path.exists(r))
 
 
-def gpu_devices(visible: str | None) -> list[str]:
-    """Device nodes for the GPUs in ``CUDA_VISIBLE_DEVICES`` (none when it is empty)."""
-    if not visible:
-        return []
-    nodes = [p for p in ("/dev/nvidiactl", "/dev/nvidia-uvm", "/dev/nvidia-uvm-tools", "/dev/nvidia-modeset")
-             if os.path.exists(p)]
-    nodes += [f"/dev/nvidia{i.strip()}" for i in visible.split(",") if i.strip().isdigit()
-              and os.path.exists(f"/dev/nvidia{i.strip()}")]
-    nodes += glob.glob("/dev/nvidia-caps/*")
-    return nodes
-
-
 def bwrap_command(cmd: list[str], cwd: str, writable: list[str], env: dict[str, str], limits: Limits) -> list[str]:
     """``cmd`` wrapped in bubblewrap, with ``cwd`` and ``writable`` the only writable host folders."""
     args = [check_bwrap(), "--unshare-all", "--die-with-parent", "--hostname", "sandbox",
@@ -207,7 +195,7 @@ def bwrap_command(cmd: list[str], cwd: str, writable: list[str], env: dict[str, 
             args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
     for root in _python_roots():
         args += ["--ro-bind", root, root]
-    for node in gpu_devices(env.get("CUDA_VISIBLE_DEVICES")):
+    for node in gpus.device_nodes(env.get("CUDA_VISIBLE_DEVICES")):  # only the GPU the kernel was given
         args += ["--dev-bind", node, node]
     for path in [cwd, *writable]:
         args += ["--bind", path, path]

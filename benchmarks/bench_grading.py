@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     results: dict = {"machine": {"cpus": cpus, "processor": platform.processor() or platform.machine(),
-                                 "gpus": grading.detect_gpus()}, "overhead": {}, "workers": {}}
+                                 "gpus": grading.parse_gpus("auto")}, "overhead": {}, "workers": {}}
     with tempfile.TemporaryDirectory(prefix="bench-grading-") as tmp:
         tmp = Path(tmp)
         for assignment in args.assignment or list(ASSIGNMENTS):

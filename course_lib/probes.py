@@ -1,10 +1,11 @@
 """The kernel's side of the grader's probes (hidden tests; see ``autograder/verdicts.py``).
 
-While a notebook is autograded, the grader leaves ``probes_in_<grade id>.npz`` next to it:
-inputs it drew itself. A hidden test calls :func:`answer_probes` with a function that runs
-the student's code on case ``k`` of those inputs; the results are saved as plain arrays in
-``probes_out_<grade id>.npz``, which the grader checks against ``course_lib`` after the kernel
-has stopped. Outside grading there is no inputs file and nothing happens.
+While a notebook is autograded, the grader leaves ``probes_in_<grade id>.npz`` in the folder
+the kernel runs in: inputs it drew itself. A hidden test calls :func:`answer_probes` with a
+function that runs the student's code on case ``k`` of those inputs; the results are saved as
+plain arrays in ``probes_out_<grade id>.npz``, which the grader reads back and checks against
+``course_lib`` after the kernel has stopped. Outside grading there is no inputs file and
+nothing happens.
 """
 
 from __future__ import annotations

@@ -78,12 +78,17 @@ class History:
 def mixed_precision_dtype(device: torch.device) -> torch.dtype | None:
     """The autocast dtype used on ``device``, or ``None`` for plain float32.
 
-    CUDA: bfloat16 where supported, else float16. CPU: bfloat16 only where the processor
-    has native bf16 instructions (AVX512-BF16 or AMX; about twice the speed of float32
-    there); elsewhere bf16 would be emulated and slower, so float32. MPS: float32.
+    CUDA: bfloat16 where the GPU has it natively (compute capability 8.0 and later: Ampere,
+    Ada, Hopper, Blackwell), else float16, which :func:`fit` pairs with loss scaling.
+    ``torch.cuda.is_bf16_supported()`` is no guide: it also says yes where bf16 is only
+    emulated (T4, V100: capability 7.x), which is slower than float16 there. CPU: bfloat16
+    only where the processor has native bf16 instructions (AVX512-BF16 or AMX; about twice
+    the speed of float32 there); elsewhere bf16 would be emulated and slower, so float32.
+    MPS: float32.
     """
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        major, _ = torch.cuda.get_device_capability(device)
+        return torch.bfloat16 if major >= 8 else torch.float16
     if device.type == "cpu" and _cpu_has_native_bf16():
         return torch.bfloat16
     return None

@@ -195,7 +195,7 @@ def test_outputs_are_capped(hostile_batch):
 
 def test_originals_are_untouched_and_nothing_is_left_running(hostile_batch):
     assert hostile_batch["before"] == hostile_batch["after"]
-    folders = [str(hostile_batch["result"].scratch), str(runtime.root())]
+    folders = [str(hostile_batch["result"].scratch), *map(str, runtime.stale_folders())]
     left = []
     for _ in range(20):
         left = [p.pid for p in psutil.process_iter(["cwd"]) if any(f in (p.info.get("cwd") or "") for f in folders)]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import autograder
-from autograder import doctor, limits
+from autograder import doctor, gradebook, limits
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_bwrap = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed here")
@@ -96,7 +96,7 @@ def test_doctor_masks_the_gradebook_password(capsys):
     ("not a url://x:secret@h/", "not a url://x:***@h/"),
 ])
 def test_mask_url(url, masked):
-    assert doctor.mask_url(url) == masked
+    assert gradebook.mask_url(url) == masked
 
 
 def test_doctor_strict_fails_on_the_rlimit_fallback(tmp_path, gradebook_url):

@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import checks, cli, course_secrets, grading, nbgrader_plugins, trusted, verdicts
+from autograder import checks, cli, course_secrets, gpus, grading, nbgrader_plugins, trusted, verdicts
 from autograder.course import ASSIGNMENTS, solution_path
 from autograder.report import write_report
 
@@ -28,14 +28,21 @@ def test_workers_share_gpus_round_robin_and_split_the_cpu_threads():
 
 
 def test_gpu_selection(monkeypatch):
+    fake = [gpus.Gpu(0, "GPU-aaaa-0001", "00000000:01:00.0", 0), gpus.Gpu(1, "GPU-bbbb-0002", "00000000:41:00.0", 3)]
+    monkeypatch.setattr(gpus, "list_gpus", lambda *args, **kwargs: fake)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert grading.parse_gpus("none") == []
-    assert grading.parse_gpus("0,3") == ["0", "3"]
+    assert grading.parse_gpus("auto") == ["GPU-aaaa-0001", "GPU-bbbb-0002"]  # pinned by UUID
+    assert grading.parse_gpus("1") == ["GPU-bbbb-0002"]
     with pytest.raises(ValueError, match="--gpus"):
         grading.parse_gpus("first")
-    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,2")
-    assert grading.parse_gpus("auto") == ["1", "2"]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "GPU-bbbb")
+    assert grading.parse_gpus("auto") == ["GPU-bbbb-0002"]  # the host's restriction
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     assert grading.parse_gpus("auto") == []
+    slot = grading.make_slots(1, ["GPU-bbbb-0002"], cpus=2)[0]
+    env = gpus.kernel_environment(slot.gpu)
+    assert env == {"CUDA_VISIBLE_DEVICES": "GPU-bbbb-0002", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
 
 
 def test_unknown_parameters_are_refused_before_grading():

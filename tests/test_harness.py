@@ -121,10 +121,6 @@ def _processes_in(*folders: Path) -> list[psutil.Process]:
     return found
 
 
-def _orphaned_kernel_folders() -> list[Path]:
-    """Kernel folders whose grader is gone (killed at a timeout): the next run reaps them."""
-    return [p for p in runtime.root().glob("k-*") if not runtime.owner_alive("-".join(p.name.split("-")[1:3]))]
-
 
 def test_a_notebook_past_its_limit_is_stopped_with_its_kernel_and_a_dead_kernel_is_crashed(tmp_path):
     folder = tmp_path / "class"
@@ -144,7 +140,7 @@ def test_a_notebook_past_its_limit_is_stopped_with_its_kernel_and_a_dead_kernel_
     assert status["steady"]["status"] == "graded" and status["steady"]["auto_score"] == 10.0
     assert status["looper"]["score"] == 0 and status["quitter"]["score"] == 0
     assert _submissions(opts.db_url, DICE) == {"steady": 10.0}
-    orphaned = _orphaned_kernel_folders()
+    orphaned = runtime.stale_folders()  # the looper's: its grader was killed at the time limit
     assert _processes_in(result.scratch, *orphaned) == []  # the looping kernel was killed with nbgrader
     runtime.reap_stale()
     assert not any(p.exists() for p in orphaned)  # and what its grader left is reaped

@@ -111,6 +111,43 @@ def test_mixed_precision_policy_is_bf16_on_capable_cpus_and_off_elsewhere():
         assert torch.is_autocast_enabled("cpu") == (dtype is not None)
 
 
+@pytest.mark.parametrize("capability, expected", [
+    ((7, 0), torch.float16),  # V100: bf16 only emulated
+    ((7, 5), torch.float16),  # T4
+    ((8, 0), torch.bfloat16),  # A100
+    ((8, 9), torch.bfloat16),  # L4, RTX 4090
+    ((9, 0), torch.bfloat16),  # H100, H200
+])
+def test_cuda_mixed_precision_is_bf16_only_where_the_gpu_has_it_natively(monkeypatch, capability, expected):
+    asked = []
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: asked.append(device) or capability)
+    # what torch answers on a T4 or V100 too (emulated bf16): it must not decide
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    device = torch.device("cuda", 1)
+    assert mixed_precision_dtype(device) == expected
+    assert asked == [device]  # that GPU's capability, not the current device's
+
+
+@pytest.mark.parametrize("capability, scaled", [((7, 5), True), ((8, 0), False), (None, False)])
+def test_fit_scales_the_loss_for_float16_only(monkeypatch, capability, scaled):
+    import course_lib.train as train
+
+    made = []
+
+    class RecordingScaler(torch.amp.GradScaler):
+        def __init__(self, *args, **kwargs):
+            made.append(kwargs.get("enabled", True))
+            super().__init__(*args, **{**kwargs, "enabled": False})
+
+    if capability is not None:  # pretend to be on a GPU of that capability; no step runs (epochs=0)
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+        monkeypatch.setattr(train, "resolve_device", lambda device: torch.device("cuda"))
+        monkeypatch.setattr(train, "prepare_model", lambda model, device: True)
+    monkeypatch.setattr(torch.amp, "GradScaler", RecordingScaler)
+    fit(small_model(), [], None, CombinedLoss(), epochs=0, device="cpu", progress=False)
+    assert made == [scaled]
+
+
 def test_losses_stay_float32_under_cpu_autocast():
     model = small_model()
     images, masks = ShapesDataset(2, size=64).materialize()
