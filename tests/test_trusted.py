@@ -196,3 +196,21 @@ def test_every_autograded_point_is_decided_out_of_the_kernel():
         for grade_id in PROBES[assignment]:
             hidden = cells[grade_id].split("### BEGIN HIDDEN TESTS")[1]
             assert f'_answer_probes("{grade_id}", ' in hidden, grade_id
+
+
+def test_the_trusted_score_does_not_depend_on_whether_autocast_is_available(tmp_path, monkeypatch):
+    """Scored in float32: a CPU (or GPU) with native bf16 gives the same points as one without."""
+    _export(tmp_path / "m.pt")
+    data = (tmp_path / "m.pt").read_bytes()
+    monkeypatch.setenv("AUTOGRADER_SANDBOX", "off")  # the sandbox would hide the sitecustomize below
+    plain = trusted.score_model(data, 64, SEED)
+    site, loaded = tmp_path / "site", tmp_path / "bf16-forced"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(  # this "host" has native bf16 everywhere
+        "import course_lib.train as t\nt._cpu_has_native_bf16 = lambda: True\n"
+        f"open({str(loaded)!r}, 'w').write('yes')\n")
+    monkeypatch.setenv("PYTHONPATH", str(site))
+    forced = trusted.score_model(data, 64, SEED)
+    assert loaded.exists()  # the scorer ran where autocast would pick bf16...
+    assert forced == plain and plain[0] is not None  # ...and scored the same, bit for bit
+    assert trusted.points(forced[0], "small") == trusted.points(plain[0], "small")
