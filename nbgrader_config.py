@@ -45,10 +45,17 @@ from nbgrader.preprocessors import (  # noqa: E402
     OverwriteKernelspec,
 )
 
-from autograder.nbgrader_plugins import DeduplicateGradeIds, HideHiddenTests, PinParameters, cell_timeout  # noqa: E402
+from autograder.nbgrader_plugins import (  # noqa: E402
+    DeduplicateGradeIds,
+    HideHiddenTests,
+    PinParameters,
+    RefuseLinkedFiles,
+    cell_timeout,
+)
 
 c.Autograde.sanitize_preprocessors = [
-    ClearOutput, DeduplicateGradeIds, OverwriteKernelspec, OverwriteCells, PinParameters, CheckCellMetadata,
+    RefuseLinkedFiles, ClearOutput, DeduplicateGradeIds, OverwriteKernelspec, OverwriteCells, PinParameters,
+    CheckCellMetadata,
 ]
 c.Execute.timeout_func = cell_timeout
 

@@ -22,6 +22,7 @@ reads the same record to give the submission its status.
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 
@@ -44,6 +45,7 @@ class OutOfKernelChecks(Configurable):
     timeout = Float(900.0, help="seconds all checks of one submission may take").tag(config=True)
 
 
+@functools.lru_cache(maxsize=8)  # one version of the probes per grading process
 def _cache(assignment: str, course_root: str) -> Path:
     salt = course_secrets.load(course_root)["probe_salt"]
     return verdicts.probe_cache(assignment, verdicts.cache_root(course_root), salt)
@@ -118,9 +120,7 @@ class CheckOutOfKernel(NbGraderPreprocessor):
 
     def preprocess(self, nb, resources):
         record = {"complete": False, "error": "", "notes": [], "cells": {}}
-        # first of all: whatever the submitted notebook claimed in these places is gone
-        resources.setdefault("autograder", {})["record"] = record
-        nb.metadata["autograder"] = {"checks": dict(record)}  # a copy (NotebookNode copies dicts)
+        resources.setdefault("autograder", {})["record"] = record  # whatever the notebook claims is not read
         try:
             settings = OutOfKernelChecks(parent=self)
             assignment = resources["nbgrader"]["assignment"]
@@ -170,10 +170,14 @@ class SaveVerifiedGrades(SaveAutoGrades):
         return super().preprocess(nb, resources)
 
     def _add_score(self, cell, resources):
-        super()._add_score(cell, resources)
+        """nbgrader's ``_add_score`` with the verification folded in: one commit, so the
+        kernel's claim never reaches the gradebook, not even for a moment."""
         grade_id = cell.metadata["nbgrader"]["grade_id"]
+        grade = self.gradebook.find_grade(grade_id, self.notebook_id, self.assignment_id, self.student_id)
+        auto_score, _ = determine_grade(cell, self.log)
         if grade_id in self._guarded and not verified(self._record, grade_id):
-            grade = self.gradebook.find_grade(grade_id, self.notebook_id, self.assignment_id, self.student_id)
-            grade.auto_score = 0.0
-            grade.needs_manual_grade = False
-            self.gradebook.db.commit()
+            auto_score = 0.0
+        grade.auto_score = auto_score
+        # as nbgrader: a manual grade given earlier, or no automatic score, needs a grader's look
+        grade.needs_manual_grade = grade.manual_score is not None or grade.auto_score is None
+        self.gradebook.db.commit()

@@ -40,8 +40,22 @@ def student_path(assignment: str) -> Path:
     return NOTEBOOKS / assignment / ASSIGNMENTS[assignment]
 
 
-def parameters_cell(nb) -> dict:
-    """The cell tagged ``parameters`` (papermill's convention) of a notebook node."""
+PARAMETERS_ID = "parameters"  # the grade id of every notebook's locked parameters cell
+
+
+def parameters_cell(nb, graded: bool = False) -> dict:
+    """The parameters cell of a notebook node: the locked code cell whose nbgrader grade id is
+    ``parameters``, else (not ``graded``) the cell tagged ``parameters`` (papermill's convention).
+
+    While grading, only the locked cell counts: nbgrader restores it from the gradebook, while
+    tags are the student's metadata (a cell of their own tagged ``parameters`` must not choose
+    the budget)."""
+    for cell in nb.cells:
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell.get("cell_type") == "code" and meta.get("grade_id") == PARAMETERS_ID and meta.get("locked"):
+            return cell
+    if graded:
+        raise ValueError(f"the notebook has no locked cell {PARAMETERS_ID!r}")
     for cell in nb.cells:
         if "parameters" in cell.get("metadata", {}).get("tags", []):
             return cell
@@ -53,13 +67,14 @@ def parameter_names(nb) -> list[str]:
     return [m.group(1) for m in (re.match(r"^(\w+)\s*=", line) for line in parameters_cell(nb).source.splitlines()) if m]
 
 
-def pin_parameters(nb, values: dict[str, object]) -> None:
-    """Rewrite ``name = value`` lines of the parameters cell in place, keeping comments.
+def pin_parameters(nb, values: dict[str, object], graded: bool = False) -> None:
+    """Rewrite ``name = value`` lines of the parameters cell in place, keeping comments
+    (``graded``: only the locked parameters cell, see :func:`parameters_cell`).
 
     Every name must already be a parameter: a typo raises instead of being ignored.
     Values are written with ``repr`` so they stay Python literals.
     """
-    cell = parameters_cell(nb)
+    cell = parameters_cell(nb, graded=graded)
     lines = cell.source.splitlines()
     for name, value in values.items():
         pattern = re.compile(rf"^{re.escape(name)}\s*=\s*(?P<value>[^#]*?)\s*(?P<comment>#.*)?$")

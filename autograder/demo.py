@@ -41,13 +41,16 @@ def check_expectations(rows: list[dict]) -> list[str]:
     return wrong
 
 
-def run(out: Path, workers: int | None = None, assignments: list[str] | None = None, progress: bool = True) -> list[dict]:
-    """Release, grade every assignment's examples into a fresh ``out``; the status rows."""
+def run(out: Path, workers: int | None = None, assignments: list[str] | None = None, progress: bool = True,
+        release_first: bool = True) -> list[dict]:
+    """Release (unless ``release_first`` is false), grade every assignment's examples into a
+    fresh ``out``; the status rows."""
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
     assignments = assignments or list(ASSIGNMENTS)
-    release(assignments)
+    if release_first:
+        release(assignments)
     slots = grading.make_slots(workers, grading.parse_gpus("auto"))
     for assignment in assignments:
         opts = grading.GradingOptions(

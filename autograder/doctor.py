@@ -108,23 +108,25 @@ def check_limits(strict: bool, limits_options: dict | None = None) -> list[Check
     return [cgroup, kind]
 
 
-def check_gpus() -> list[Check]:
+def check_gpus(dev: Path = Path("/dev"), proc: Path = Path("/proc")) -> list[Check]:
+    """The GPUs nvidia-smi lists and the device nodes a kernel pinned to each would get."""
+    from autograder import gpus
+
     try:
-        from autograder import gpus
-    except ImportError as err:
-        return [Check("gpus", WARN, f"gpu module unavailable ({err}): GPUs are not checked")]
-    try:
-        found = list(gpus.list_gpus())
+        found = gpus.list_gpus(proc=proc)
         if not found:
             return [Check("gpus", OK, "no GPUs: kernels grade on CPU")]
-        nodes = list(gpus.device_nodes(found))
+        nodes = {gpu.uuid: gpus.device_nodes(gpu.uuid, gpus=found, dev=dev, proc=proc) for gpu in found}
     except Exception as err:  # noqa: BLE001 - a broken GPU stack should not hide the other checks
         return [Check("gpus", WARN, f"GPU detection failed: {type(err).__name__}: {err}")]
-    missing = [n for n in map(str, nodes) if not os.path.exists(n)]
-    text = f"{len(found)} GPU(s): {', '.join(map(str, found))}; device nodes: {' '.join(map(str, nodes)) or 'none'}"
-    if missing or not nodes:
-        return [Check("gpus", WARN, f"{text}; missing: {' '.join(missing) or 'all'}", {"missing": missing})]
-    return [Check("gpus", OK, text, {"nodes": list(map(str, nodes))})]
+    text = "; ".join(f"{gpu.index} {gpu.name or 'GPU'} {gpu.uuid}: {' '.join(nodes[gpu.uuid]) or 'no device node'}"
+                     for gpu in found)
+    without = [gpu.uuid for gpu in found if not any(n.startswith(str(dev / "nvidia")) and n[len(str(dev / "nvidia")):].isdigit()
+                                                     for n in nodes[gpu.uuid])]
+    if without:
+        return [Check("gpus", WARN, f"{len(found)} GPU(s): {text}; a kernel pinned to {', '.join(without)} would see no "
+                      "GPU (its /dev/nvidia<minor> node is missing or its minor number unknown)", {"nodes": nodes})]
+    return [Check("gpus", OK, f"{len(found)} GPU(s): {text}", {"nodes": nodes})]
 
 
 def check_gradebook(db_url: str | None) -> list[Check]:

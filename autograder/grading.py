@@ -47,6 +47,8 @@ from autograder import (
     forkserver,
     gpus,
     gradebook,
+    nbgrader_plugins,
+    runtime,
     sandbox,
     submissions,
     trusted,
@@ -105,7 +107,8 @@ def parse_gpus(value: str) -> list[str]:
 def make_slots(workers: int | None, gpus: list[str], cpus: int | None = None) -> list[Slot]:
     """One slot per worker. GPUs are shared out round-robin (default: a worker per GPU);
     on CPU the default is a worker per 2 cores. CPU threads are split between workers so
-    that parallel kernels never oversubscribe the cores."""
+    that parallel kernels never oversubscribe the cores, and never exceed ``$OMP_NUM_THREADS``
+    where the grader's own environment sets it (a machine shared with other jobs)."""
     if cpus is None:
         cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if workers is None:
@@ -113,6 +116,9 @@ def make_slots(workers: int | None, gpus: list[str], cpus: int | None = None) ->
     if workers < 1:
         raise ValueError("--workers must be at least 1")
     threads = max(1, cpus // workers)
+    cap = os.environ.get("OMP_NUM_THREADS", "")
+    if cap.isdigit() and int(cap) > 0:
+        threads = min(threads, int(cap))
     return [Slot(gpus[i % len(gpus)] if gpus else None, threads) for i in range(workers)]
 
 
@@ -396,14 +402,18 @@ def source_digest(assignment: str) -> str:
     return hashlib.sha256((SOLUTIONS / assignment / ASSIGNMENTS[assignment]).read_bytes()).hexdigest()
 
 
+# the code that decides and shows a grade: a change to it re-grades (and re-writes the feedback of) everyone
+RULES_MODULES = (verdicts, trusted, checks, sandbox, nbgrader_plugins)
+
+
 def rules_digest(source: str, course_root: Path = ROOT) -> str:
     """Fingerprint of everything that decides a grade besides the submission: the source
     notebook (``source``), the probes and their answers (course_lib, torch, numpy), the
     installation's secrets (by digest) and the code that checks them. A re-run re-grades
     everyone when it changes."""
     digest = hashlib.sha256(f"{source} {verdicts.answers_version()} {course_secrets.fingerprint(course_root)}".encode())
-    for module in (verdicts, trusted, checks):
-        digest.update(Path(module.__file__).read_bytes())
+    for path in [*(Path(m.__file__) for m in RULES_MODULES), course_root / "nbgrader_config.py"]:
+        digest.update(path.read_bytes() if path.is_file() else b"")
     return digest.hexdigest()
 
 
@@ -456,7 +466,9 @@ def grade(opts: GradingOptions) -> BatchResult:
     opts.out.mkdir(parents=True, exist_ok=True)
     entries = submissions.discover(opts.submissions)
     with exclusive_run(opts.out, opts.db_url, wait=opts.wait):  # one run at a time per --out and gradebook
-        scratch = Path(tempfile.mkdtemp(prefix=f"autograder-{opts.assignment}-"))
+        # the submissions' private course roots: reaped by the next run if this one is killed, unless kept
+        scratch = (Path(tempfile.mkdtemp(prefix=f"autograder-{opts.assignment}-")) if opts.keep_workspaces
+                   else runtime.new_folder())
         launcher = forkserver.ForkServer(cwd=scratch).start()  # imports nbgrader while prepare runs
         try:
             outcomes, skipped = grade_entries(entries, opts, scratch, launcher)
@@ -464,7 +476,7 @@ def grade(opts: GradingOptions) -> BatchResult:
             launcher.close()
             write_status_csv(opts.out)
             if not opts.keep_workspaces:
-                shutil.rmtree(scratch, ignore_errors=True)
+                runtime.remove(scratch)
         export_grades(opts)
         write_report(read_status_csv(opts.out / "status.csv"), opts.out / "report.html", opts.db_url)
     return BatchResult(outcomes, skipped, time.perf_counter() - started, scratch)

@@ -28,8 +28,9 @@ class RunLocked(RuntimeError):
 
 
 def gradebook_lock_path(db_url: str) -> Path:
-    if db_url.startswith("sqlite:///"):
-        return Path(db_url.removeprefix("sqlite:///") + ".autograder-lock")
+    if db_url.startswith("sqlite:///"):  # one lock per file, however the URL spells it
+        path = Path(db_url.removeprefix("sqlite:///").split("?", 1)[0]).resolve()
+        return path.with_name(path.name + ".autograder-lock")
     # never the URL itself in a file name: it may hold a password
     digest = hashlib.sha256(db_url.encode()).hexdigest()[:16]
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "autograder" / "locks" / f"{digest}.lock"

@@ -15,6 +15,8 @@ import html
 import json
 import os
 import re
+import stat
+import unicodedata
 
 from nbformat import NotebookNode
 from nbgrader.preprocessors import NbGraderPreprocessor
@@ -40,8 +42,12 @@ def _env_seconds(name: str, default: int) -> int:
 
 def cell_timeout(cell) -> int:
     """Seconds nbgrader waits for ``cell`` (``Execute.timeout_func``): training cells,
-    tagged ``training``, get a budget of their own; every other cell the default."""
-    if TRAINING_TAG in cell.get("metadata", {}).get("tags", []):
+    tagged ``training``, get a budget of their own; every other cell the default. Only a
+    locked cell of the assignment counts (nbgrader restored its source; a tag alone is the
+    student's metadata and buys no time)."""
+    meta = cell.get("metadata", {})
+    locked = meta.get("nbgrader", {}).get("locked") and meta.get("nbgrader", {}).get("grade_id")
+    if locked and TRAINING_TAG in meta.get("tags", []):
         return _env_seconds(TRAINING_TIMEOUT_ENV, DEFAULT_TRAINING_TIMEOUT)
     return _env_seconds(CELL_TIMEOUT_ENV, DEFAULT_CELL_TIMEOUT)
 
@@ -70,7 +76,7 @@ class PinParameters(NbGraderPreprocessor):
     def preprocess(self, nb, resources):
         values = dict(self.parameters) or pinned_parameters()
         if values:
-            pin_parameters(nb, values)
+            pin_parameters(nb, values, graded=True)
             self.log.info("Pinned parameters %s", values)
         return nb, resources
 
@@ -80,9 +86,14 @@ SPACE = re.compile(r"\s+")
 HIDDEN_OUTPUT = "[autograder] this output is not shown: it reproduces hidden test code\n"
 
 
+TAG = re.compile(r"<[^<>]*>")
+
+
 def _squeeze(text: str) -> str:
-    """Text as compared with hidden tests: no colour codes, no HTML escapes, no whitespace."""
-    return SPACE.sub("", html.unescape(ANSI.sub("", text)))
+    """Text as compared with hidden tests: no colour codes, HTML tags or escapes, invisible
+    (format) characters or whitespace."""
+    text = html.unescape(TAG.sub("", ANSI.sub("", text)))
+    return "".join(ch for ch in SPACE.sub("", text) if unicodedata.category(ch) != "Cf")
 
 
 def _output_text(output) -> str:
@@ -97,8 +108,9 @@ class HideHiddenTests(NbGraderPreprocessor):
     (a traceback quotes the failing line), keeping ``ename: evalue``, and every output of
     any cell that reproduces a line of hidden test code (a notebook can read the cells it
     runs, or echo them, and print them; lines are compared without whitespace, colour
-    codes or HTML escapes, and only those of at least ``min_line`` characters that appear
-    nowhere else in the notebook).
+    codes, HTML tags and escapes or invisible characters, over each output and over all
+    outputs of a cell together, and only those of at least ``min_line`` characters that
+    appear nowhere else in the notebook).
 
     nbgrader's feedback otherwise shows the hidden tests to the students (its issues #917,
     #1363); the autograded notebooks the instructor sees keep them. What this cannot catch
@@ -134,9 +146,12 @@ class HideHiddenTests(NbGraderPreprocessor):
 
         if cell.cell_type != "code":
             return cell, resources
-        for i, output in enumerate(cell.get("outputs", [])):
-            text = _squeeze(_output_text(output))
-            if any(line in text for line in self._lines):
+        texts = [_squeeze(_output_text(output)) for output in cell.get("outputs", [])]
+        leaks = [any(line in text for line in self._lines) for text in texts]
+        if not any(leaks) and any(line in "".join(texts) for line in self._lines):
+            leaks = [True] * len(texts)  # a line split over several outputs (stdout and stderr, say)
+        for i, leak in enumerate(leaks):
+            if leak:
                 cell.outputs[i] = NotebookNode(output_type="stream", name="stdout", text=HIDDEN_OUTPUT)
         if not is_grade(cell):
             return cell, resources
@@ -146,6 +161,24 @@ class HideHiddenTests(NbGraderPreprocessor):
             if output.get("output_type") == "error":
                 output["traceback"] = [f"{output.get('ename', 'Error')}: {output.get('evalue', '')}"]
         return cell, resources
+
+
+class RefuseLinkedFiles(NbGraderPreprocessor):
+    """First sanitizing step: a submission folder holding symbolic links (or FIFOs, sockets,
+    devices) is not graded. nbgrader copies a submission's files by following links, so a
+    link to the course's secrets or another student's work would reach the kernel; raising
+    here makes nbgrader drop the submission's autograded folder before any kernel starts
+    (``autograder grade`` refuses such submissions already when it stages them)."""
+
+    def preprocess(self, nb, resources):
+        folder = resources.get("metadata", {}).get("path") or "."
+        for top, dirs, files in os.walk(folder):
+            for name in dirs + files:
+                mode = os.lstat(os.path.join(top, name)).st_mode
+                if stat.S_ISLNK(mode) or not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                    raise ValueError(f"{os.path.join(top, name)} is not a regular file or folder: the submission "
+                                     "is not graded (links are followed when nbgrader copies files)")
+        return nb, resources
 
 
 class DeduplicateGradeIds(NbGraderPreprocessor):

@@ -37,6 +37,7 @@ img { max-width: 100%; }
 WEAK_ENFORCEMENT = {
     "rlimit": "rlimits only (no cgroup could be made: RLIMIT_NPROC does not bind root, GPU kernels get no memory limit)",
     "none": "nothing (the sandbox was off: AUTOGRADER_SANDBOX=off)",
+    "": "unknown means (no kernel reported its limits)",
 }
 
 
@@ -88,7 +89,8 @@ def _row(r: dict) -> str:
 
 def enforcement_warning(rows: list[dict]) -> str:
     """A loud paragraph when some kernels ran with weak limits ('' when none did)."""
-    weak = Counter(r.get("enforcement") for r in rows if r.get("enforcement") in WEAK_ENFORCEMENT)
+    ran = [r for r in rows if r.get("status") in ("graded", "timeout", "crashed")]  # a kernel was started
+    weak = Counter(r.get("enforcement") or "" for r in ran if (r.get("enforcement") or "") in WEAK_ENFORCEMENT)
     if not weak:
         return ""
     lines = "; ".join(f"{n} submission(s) with {WEAK_ENFORCEMENT[kind]}" for kind, n in sorted(weak.items()))

@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -46,19 +47,41 @@ def root() -> Path:
     return Path(os.environ.get(RUNTIME_ENV) or Path(tempfile.gettempdir()) / f"autograder-{os.getuid()}")
 
 
-def new_folder() -> Path:
-    """A new private folder (mode 0700) owned by this process."""
+def _private_root() -> Path:
+    """The runtime root, made if needed, and refused unless it is a real folder of this user
+    that nobody else may enter (on a shared host, whoever owns it owns every kernel's folder)."""
     base = root()
     base.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = os.lstat(base)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise PermissionError(f"{base} must be a folder of uid {os.getuid()} with mode 0700 (it holds every kernel's "
+                              f"folders): remove it, or point ${RUNTIME_ENV} elsewhere")
+    return base
+
+
+def new_folder() -> Path:
+    """A new private folder (mode 0700) owned by this process."""
+    base = _private_root()
     folder = base / f"k-{owner_tag()}-{secrets.token_hex(6)}"
     folder.mkdir(mode=0o700)
     return folder
 
 
 def remove(folder: Path | None) -> None:
-    """Remove a private folder, whatever the kernel left in it (never follows links)."""
-    if folder is not None:
-        shutil.rmtree(folder, ignore_errors=True)
+    """Remove a private folder, whatever the kernel left in it: links are not followed, and
+    folders it made unreadable (``chmod 000``) are opened up first."""
+    if folder is None:
+        return
+    try:
+        os.chmod(folder, 0o700)
+        for top, dirs, _ in os.walk(folder):
+            for name in dirs:  # before os.walk enters them
+                path = os.path.join(top, name)
+                if stat.S_ISDIR(os.lstat(path).st_mode):
+                    os.chmod(path, 0o700)
+    except OSError:
+        pass
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def stale_folders() -> list[Path]:

@@ -53,10 +53,13 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import zmq
+import zmq.asyncio
+from jupyter_client.asynchronous import AsyncKernelClient
 from jupyter_client.manager import AsyncKernelManager
 from nbformat import NotebookNode
 from nbgrader.preprocessors import Execute
-from traitlets import Any, Integer
+from traitlets import Any, DottedObjectName, Integer, Type
 
 from autograder import gpus, runtime
 from autograder import limits as kernel_limits
@@ -74,6 +77,8 @@ KERNEL_ENV = frozenset({
     "NBGRADER_EXECUTION", "COURSE_LIB_WIDGETS", "MPLBACKEND",
 })
 KERNEL_ENV_PREFIXES = ("LC_",)
+MAX_MESSAGE = 64 * 2**20  # bytes of one message from a kernel (a figure is well under 1 MB)
+MAX_LEFT_FILE = 256 * 2**20  # bytes read back of one file a kernel left (the largest allowed model export fits)
 UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 # what the kernel needs from /etc (not all of it: /etc/shadow and friends stay out)
 ETC_FILES = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group", "nsswitch.conf",
@@ -182,26 +187,81 @@ def _python_roots() -> list[str]:
     return sorted(r for r in roots if r and os.path.exists(r))
 
 
-def bwrap_command(cmd: list[str], cwd: str, writable: list[str], env: dict[str, str], limits: Limits) -> list[str]:
-    """``cmd`` wrapped in bubblewrap, with ``cwd`` and ``writable`` the only writable host folders."""
+def _inside(path: str, folder: str) -> bool:
+    return path != folder and path.startswith(folder.rstrip("/") + "/")
+
+
+def bwrap_command(cmd: list[str], cwd: str, writable: list[str], env: dict[str, str], limits: Limits,
+                  devices: list[str] | None = None, hidden: list[str] | None = None) -> list[str]:
+    """``cmd`` wrapped in bubblewrap, with ``cwd`` and ``writable`` the only writable host
+    folders, ``devices`` the only device nodes beyond bwrap's minimal ``/dev``, and the
+    grader's own folders (``hidden``: the course root, its secrets, the probe cache) masked
+    where they lie inside a folder the sandbox binds (a course root under ``/usr/src``, say).
+    Every writable mount is bounded: ``/tmp`` and ``/dev/shm`` are size-capped tmpfs,
+    ``/var/tmp`` is ``/tmp``, and the sandbox's root is read-only."""
     args = [check_bwrap(), "--unshare-all", "--die-with-parent", "--hostname", "sandbox",
             "--proc", "/proc", "--dev", "/dev", "--size", str(limits.tmp_size), "--tmpfs", "/tmp",
-            "--dir", "/var/tmp"]
+            "--size", str(limits.tmp_size), "--tmpfs", "/dev/shm", "--symlink", "/tmp", "/var/tmp"]
+    bound = []
     for path in SYSTEM_DIRS:
         if os.path.exists(path):
-            args += ["--ro-bind", path, path] if not os.path.islink(path) else ["--symlink", os.readlink(path), path]
+            if os.path.islink(path):
+                args += ["--symlink", os.readlink(path), path]
+            else:
+                args += ["--ro-bind", path, path]
+                bound.append(path)
     for name in ETC_FILES:
         if os.path.exists(f"/etc/{name}"):
             args += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
-    for root in _python_roots():
+    roots = _python_roots()
+    for root in roots:
         args += ["--ro-bind", root, root]
-    for node in gpus.device_nodes(env.get("CUDA_VISIBLE_DEVICES")):  # only the GPU the kernel was given
-        args += ["--dev-bind", node, node]
+    bound += roots
+    masked = sorted({os.path.realpath(h) for h in hidden or [] if h})
+    masked = [h for h in masked if any(_inside(h, b) for b in bound) and os.path.isdir(h)]
+    for path in masked:  # an empty folder where the grader's files are (read-only below)
+        args += ["--tmpfs", path]
+        args += [a for root in roots if _inside(root, path) for a in ("--ro-bind", root, root)]
+    for node in devices if devices is not None else gpus.device_nodes(env.get("CUDA_VISIBLE_DEVICES")):
+        args += ["--dev-bind", node, node]  # only the GPU the kernel was given
     for path in [cwd, *writable]:
         args += ["--bind", path, path]
+    for path in masked:
+        args += ["--remount-ro", path]
     args += ["--chdir", cwd, "--setenv", "HOME", "/tmp", "--setenv", "MPLCONFIGDIR", "/tmp/matplotlib",
-             "--setenv", "TMPDIR", "/tmp", "--unsetenv", "JPY_PARENT_PID", "--setenv", "AUTOGRADER_SANDBOXED", "1"]
+             "--setenv", "TMPDIR", "/tmp", "--setenv", "AUTOGRADER_SANDBOXED", "1", "--remount-ro", "/",
+             # jupyter_client's launcher sets it after our allow-list: inside the PID namespace the
+             # kernel's parent is PID 1, which ipykernel's parent poller reads as "the parent exited"
+             "--unsetenv", "JPY_PARENT_PID"]
     return [*args, "--", *cmd]
+
+
+def confine(cmd: list[str], cwd: str, writable: list[str], env: dict[str, str], limits: Limits,
+            stdio: str) -> tuple[list[str], kernel_limits.KernelLimits]:
+    """The command that runs ``cmd`` confined, and its memory/process enforcement (remove it
+    when done): the launcher joins the cgroup (or sets the rlimit fallback) and sends stdout
+    and stderr to ``stdio``, then bubblewrap (unless the sandbox is off) runs ``cmd``."""
+    devices = gpus.device_nodes(env.get("CUDA_VISIBLE_DEVICES"))
+    enforcement = kernel_limits.create(limits.memory, limits.processes)
+    try:
+        spec = {"cgroup_procs": enforcement.procs_files, "rlimits": enforcement.rlimits, "file_size": limits.file_size,
+                "processes": limits.processes, "memory": limits.memory, "gpu": bool(devices), "stdio": stdio}
+        inner = bwrap_command(cmd, cwd, writable, env, limits, devices, grader_folders()) if enabled() else cmd
+        return [sys.executable, "-m", "autograder.sandbox_launcher", json.dumps(spec), "--", *enforcement.wrap(inner)], \
+            enforcement
+    except BaseException:
+        enforcement.remove()
+        raise
+
+
+def grader_folders() -> list[str]:
+    """Folders of the grader's that no kernel may see: the course root nbgrader runs in, its
+    secrets, the probe cache, the runtime root of all kernels' folders."""
+    folders = [os.getcwd(), str(runtime.root())]
+    for name in ("AUTOGRADER_SECRETS", "AUTOGRADER_PROBE_CACHE"):
+        if os.environ.get(name):
+            folders.append(os.path.dirname(os.environ[name]) if name == "AUTOGRADER_SECRETS" else os.environ[name])
+    return folders
 
 
 # ----------------------------------------------------------------------------- the kernel's folder
@@ -244,7 +304,7 @@ def stage_kernel_folder(source: Path, target: Path, inputs: dict[str, Path]) -> 
     target.mkdir(mode=0o700)
     for path in sorted(Path(source).rglob("*")):
         relative = path.relative_to(source)
-        if path.suffix == ".ipynb" or not stat.S_ISREG(path.lstat().st_mode) or path.is_symlink():
+        if path.suffix == ".ipynb" or not stat.S_ISREG(path.lstat().st_mode):
             continue
         (target / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, target / relative, follow_symlinks=False)
@@ -256,6 +316,27 @@ def stage_kernel_folder(source: Path, target: Path, inputs: dict[str, Path]) -> 
 IPC_FILES = ("connection.json",)  # besides the kernel's sockets, all its ipc folder may hold
 
 
+def _measure(folder: str, ipc: str, stdio: str) -> tuple[int, str, str]:
+    """(bytes in the kernel's folders and its stdio log, a non-socket in its ipc folder, a
+    folder the grader cannot read): what the watch of a running kernel looks at."""
+    try:
+        total = os.lstat(stdio).st_size
+    except OSError:
+        total = 0
+    foreign, hidden = "", []
+    for top in (folder, ipc):
+        for root, dirs, files in os.walk(top, onerror=lambda err: hidden.append(err.filename)):
+            for name in files + dirs:
+                try:
+                    info = os.lstat(os.path.join(root, name))
+                except OSError:
+                    continue
+                total += info.st_size
+                if top == ipc and not stat.S_ISSOCK(info.st_mode) and name not in IPC_FILES:
+                    foreign = name
+    return total, foreign, os.path.basename(hidden[0]) if hidden else ""
+
+
 @functools.lru_cache(maxsize=1)
 def _reap_once() -> None:
     """Once per process: remove the folders and cgroups of graders that died (even by SIGKILL)."""
@@ -265,6 +346,9 @@ def _reap_once() -> None:
 
 class SandboxedKernelManager(AsyncKernelManager):
     """Starts the kernel inside bubblewrap with limits, over ipc sockets."""
+
+    client_class = DottedObjectName("autograder.sandbox.SandboxedKernelClient")
+    client_factory = Type(klass="autograder.sandbox.SandboxedKernelClient")
 
     sandbox_limits: Limits | None = None
     _runtime: Path | None = None
@@ -293,44 +377,31 @@ class SandboxedKernelManager(AsyncKernelManager):
         cwd = os.path.abspath(kw.get("cwd") or os.getcwd())
         kw["env"] = env = kernel_environment(kw.get("env") or dict(os.environ))
         ipc = str(self._runtime / "ipc")
-        self._limits = kernel_limits.create(limits.memory, limits.processes)
-        spec = {"cgroup_procs": self._limits.procs_files, "rlimits": self._limits.rlimits, "file_size": limits.file_size,
-                "processes": limits.processes, "memory": limits.memory, "gpu": bool(env.get("CUDA_VISIBLE_DEVICES")),
-                "stdio": str(self._runtime / "stdio.log")}  # outside the folders the kernel can see
-        wrapped = [sys.executable, "-m", "autograder.sandbox_launcher", json.dumps(spec), "--",
-                   *self._limits.wrap(bwrap_command(kernel_cmd, cwd, [ipc], env, limits))]
-        enforcement = self._limits.kind
-        if self._limits.rlimits:
-            self.log.warning("No cgroup can be made here: the kernel's memory and processes are limited by rlimits "
-                             "only (RLIMIT_NPROC does not bind root; GPU kernels get no memory limit). "
-                             "`autograder doctor` says why.")
-        self.log.info("Sandboxed kernel: cwd %s, limits by %s", cwd, self._limits.describe())
-        report({"enforcement": enforcement})
-        await super()._async_launch_kernel(wrapped, **kw)
-        self._watch = asyncio.ensure_future(self._watch_folders(cwd, ipc, spec["stdio"], limits.written))
+        stdio = str(self._runtime / "stdio.log")  # outside the folders the kernel can see
+        try:
+            wrapped, self._limits = confine(kernel_cmd, cwd, [ipc], env, limits, stdio)
+            if self._limits.rlimits:
+                self.log.warning("No cgroup can be made here: the kernel's memory and processes are limited by "
+                                 "rlimits only (RLIMIT_NPROC does not bind root; GPU kernels get no memory limit). "
+                                 "`autograder doctor` says why.")
+            self.log.info("Sandboxed kernel: cwd %s, limits by %s", cwd, self._limits.describe())
+            report({"enforcement": self._limits.kind})
+            await super()._async_launch_kernel(wrapped, **kw)
+        except BaseException:  # no cgroup or folder outlives a kernel that did not start
+            self._cleanup_sandbox()
+            raise
+        self._watch = asyncio.ensure_future(self._watch_folders(cwd, ipc, stdio, limits.written))
 
     async def _watch_folders(self, folder: str, ipc: str, stdio: str, limit: int) -> None:
         """Kill the kernel if the files in its folders and its stdout/stderr log grow past
         ``limit`` bytes, or if its ipc folder holds anything but its sockets."""
         while True:
             await asyncio.sleep(1.0)
-            try:
-                total, foreign = os.lstat(stdio).st_size, ""
-            except OSError:
-                total, foreign = 0, ""
-            for top in (folder, ipc):
-                for root, dirs, files in os.walk(top):
-                    for name in files + dirs:
-                        try:
-                            info = os.lstat(os.path.join(root, name))
-                        except OSError:
-                            continue
-                        total += info.st_size
-                        if top == ipc and not stat.S_ISSOCK(info.st_mode) and name not in IPC_FILES:
-                            foreign = name
-            if total > limit or foreign:
+            total, foreign, hidden = await asyncio.to_thread(_measure, folder, ipc, stdio)
+            if total > limit or foreign or hidden:
                 self.violation = (f"the notebook wrote more than {limit // 2**20} MB of files" if total > limit
-                                  else f"the kernel wrote {foreign!r} into its ipc folder, which holds sockets only")
+                                  else f"the kernel wrote {foreign!r} into its ipc folder, which holds sockets only"
+                                  if foreign else f"the kernel made {hidden!r} unreadable to the grader")
                 self.log.error("Killing the kernel: %s", self.violation)
                 self._limits.kill_all()
                 await self._async_kill_kernel()
@@ -372,7 +443,7 @@ class SandboxedExecute(Execute):
     :mod:`autograder.checks`)."""
 
     kernel_files = Any(None, allow_none=True, help="callable(resources) -> (inputs, outputs)").tag(config=True)
-    max_left_file = Integer(256 * 2**20, help="bytes read back of one file the kernel left").tag(config=True)
+    max_left_file = Integer(MAX_LEFT_FILE, help="bytes read back of one file the kernel left").tag(config=True)
 
     def __init__(self, *args, **kwargs):
         if enabled():
@@ -380,7 +451,7 @@ class SandboxedExecute(Execute):
         super().__init__(*args, **kwargs)
         # a cell that floods its output finishes before the flood is read: give the
         # reader time to drain (and drop) it instead of failing the notebook after 4 s
-        self.iopub_timeout = max(self.iopub_timeout, 60)
+        self.iopub_timeout = max(self.iopub_timeout, 120)
         self._output_budget = Limits.from_env().output
         self._output_dropped = False
 
@@ -407,16 +478,48 @@ class SandboxedExecute(Execute):
         finally:
             runtime.remove(private)
 
-    def output(self, outs, msg, display_id, cell_index):
-        content = msg.get("content", {})
-        text = content.get("text")
-        size = len(text) if isinstance(text, str) else len(json.dumps(content, default=str))
-        self._output_budget -= size
-        if self._output_budget >= 0:
-            return super().output(outs, msg, display_id, cell_index)
-        if not self._output_dropped:  # say it once, where it happened
-            self._output_dropped = True
-            note = NotebookNode(output_type="stream", name="stderr",
-                                text="[autograder] output limit reached: later output of this notebook was dropped\n")
-            outs.append(note)
-        return None
+    def process_message(self, msg, cell, cell_index):
+        """Count every message that carries output (streams, displays and their updates,
+        results, errors, widget state) against the notebook's output budget; past it, drop
+        them (errors are kept, shortened: grading needs them)."""
+        msg_type = msg.get("msg_type", "")
+        if msg_type in OUTPUT_MESSAGES:
+            self._output_budget -= _size(msg.get("content")) + sum(len(b) for b in msg.get("buffers") or [])
+            if self._output_budget < 0:
+                if not self._output_dropped:  # say it once, where it happened
+                    self._output_dropped = True
+                    cell.outputs.append(NotebookNode(
+                        output_type="stream", name="stderr",
+                        text="[autograder] output limit reached: later output of this notebook was dropped\n"))
+                if msg_type != "error":
+                    return None
+                content = msg["content"]
+                content["evalue"] = str(content.get("evalue", ""))[:2000]
+                content["traceback"] = [str(line)[:2000] for line in content.get("traceback", [])[-20:]]
+        return super().process_message(msg, cell, cell_index)
+
+
+OUTPUT_MESSAGES = frozenset({"stream", "display_data", "update_display_data", "execute_result", "error",
+                             "comm_open", "comm_msg"})
+
+
+def _size(value) -> int:
+    """Roughly the bytes of a message's content (strings and containers, recursively)."""
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(len(str(k)) + _size(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return sum(_size(v) for v in value)
+    return 8
+
+
+class SandboxedKernelClient(AsyncKernelClient):
+    """The client's sockets refuse any single message over :data:`MAX_MESSAGE` bytes
+    (``zmq.MAXMSGSIZE``), so a kernel cannot make nbgrader hold gigabytes at once."""
+
+    def _context_default(self) -> zmq.asyncio.Context:
+        self._created_context = True
+        context = zmq.asyncio.Context()
+        context.setsockopt(zmq.MAXMSGSIZE, MAX_MESSAGE)
+        return context

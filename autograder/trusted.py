@@ -20,7 +20,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from autograder import course_secrets
@@ -32,7 +31,8 @@ HIDDEN_SIZE, NUM_CLASSES = 200, 5
 THRESHOLDS = {"small": (0.21, 0.23, 0.25), "full": (0.35, 0.50, 0.60)}
 GRADE_CELLS = ("test_hidden_miou_1", "test_hidden_miou_2", "test_hidden_miou_3")
 ALLOWED_CONFIG = {"arch": {"fpn", "single_scale"}, "num_classes": {NUM_CLASSES}, "backbone": {"resnet18", "resnet34", "resnet50"}}
-MAX_CHANNELS = 1024
+MAX_CHANNELS = 512
+MAX_IMAGE_SIZE = 512
 TIMEOUT = 600
 
 # Runs in the sandbox: only course_lib and torch, reading the copied export, writing result.json.
@@ -77,7 +77,7 @@ def notebook_parameters(nb) -> dict[str, object]:
     from autograder.course import parameters_cell
 
     values = {}
-    for node in ast.parse(parameters_cell(nb).source).body:
+    for node in ast.parse(parameters_cell(nb, graded=True).source).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             try:
                 values[node.targets[0].id] = ast.literal_eval(node.value)
@@ -92,38 +92,42 @@ def hidden_seed(course_root: str | Path) -> int:
 
 def score_model(data: bytes, image_size: int, seed: int) -> tuple[float | None, str]:
     """(hidden-split mIoU, '') of an exported model's bytes, or (None, why it cannot be
-    scored). Evaluated in a fresh Python inside the sandbox, on a private copy."""
-    from autograder import sandbox
+    scored). Evaluated in a fresh Python inside the sandbox, under the kernels' limits, on a
+    private copy in a folder of :mod:`autograder.runtime` (reaped if the grader dies)."""
+    from autograder import runtime, sandbox
 
-    with tempfile.TemporaryDirectory(prefix="trusted-") as work:
-        Path(work, MODEL_FILE).write_bytes(data)
+    folder = runtime.new_folder()
+    enforcement = None
+    try:
+        work = folder / "work"
+        work.mkdir()
+        (work / MODEL_FILE).write_bytes(data)
         args = [sys.executable, "-c", EVALUATE, MODEL_FILE, str(image_size), str(seed), str(HIDDEN_SIZE),
                 json.dumps({k: sorted(v) for k, v in ALLOWED_CONFIG.items()}), str(MAX_CHANNELS)]
         env = sandbox.kernel_environment(dict(os.environ, COURSE_LIB_WIDGETS="0"))
-        limits = sandbox.Limits.from_env()
-        spec = {"file_size": limits.file_size, "processes": limits.processes, "memory": limits.memory,
-                "gpu": bool(env.get("CUDA_VISIBLE_DEVICES")), "stdio": str(Path(work) / "stdio.log")}
-        if sandbox.enabled():
-            args = sandbox.bwrap_command(args, work, [], env, limits)
-        cmd = [sys.executable, "-m", "autograder.sandbox_launcher", json.dumps(spec), "--", *args]
+        cmd, enforcement = sandbox.confine(args, str(work), [], env, sandbox.Limits.from_env(), str(folder / "stdio.log"))
         try:
             subprocess.run(cmd, cwd=work, env=env, timeout=TIMEOUT, check=False, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             raise TimeoutError(f"scoring the exported model took over {TIMEOUT} s") from None
-        result = Path(work) / "result.json"
-        if not result.exists():
-            log = Path(work) / "stdio.log"
+        result = sandbox.read_left_file(work / "result.json", 2**16)
+        if result.data is None:
+            log = folder / "stdio.log"
             tail = log.read_text(errors="replace")[-300:].strip() if log.exists() else ""
             raise RuntimeError(f"scoring the exported model failed: {tail.splitlines()[-1] if tail else 'no result'}")
-        data = json.loads(result.read_text())
-        return data["miou"], data["reason"]
+        answer = json.loads(result.data)
+        return answer["miou"], answer["reason"]
+    finally:
+        if enforcement is not None:
+            enforcement.remove()
+        runtime.remove(folder)
 
 
 def score_export(model_path: Path, image_size: int, seed: int) -> tuple[float | None, str]:
     """:func:`score_model` of an export file, read as the sandbox reads what a kernel left."""
-    from autograder.sandbox import read_left_file
+    from autograder.sandbox import MAX_LEFT_FILE, read_left_file
 
-    left = read_left_file(Path(model_path), 2**30)
+    left = read_left_file(Path(model_path), MAX_LEFT_FILE)
     if left.problem == "missing":
         return None, f"no exported model ({MODEL_FILE}): the hidden test did not run to its export"
     if left.data is None:
@@ -140,15 +144,18 @@ def verdicts(nb, left_files: dict, course_root: str | Path) -> tuple[dict[str, s
     """The three graded cells' verdicts ({grade id: '' if it passes, else why not}) and a
     one-line note, from the model the kernel exported. Raises when scoring could not
     complete (a timeout, a crash): the caller then fails the cells closed."""
-    params = notebook_parameters(nb)
+    params = notebook_parameters(nb)  # the locked cell, as nbgrader restored it and the grader pinned it
     budget = params.get("budget") if params.get("budget") in THRESHOLDS else "full"
+    image_size = params.get("image_size", 128)
+    if not isinstance(image_size, int) or not 32 <= image_size <= MAX_IMAGE_SIZE:
+        raise ValueError(f"image_size {image_size!r} is not a size the hidden split is drawn at (32..{MAX_IMAGE_SIZE})")
     left = left_files.get(MODEL_FILE)
     if left is None or left.problem == "missing":
         miou, reason = None, f"no exported model ({MODEL_FILE}): the hidden test did not run to its export"
     elif left.data is None:
         miou, reason = None, f"the exported model ({MODEL_FILE}) is {left.problem}"
     else:
-        miou, reason = score_model(left.data, int(params.get("image_size", 128)), hidden_seed(course_root))
+        miou, reason = score_model(left.data, image_size, hidden_seed(course_root))
     passed = points(miou, budget)
     shown = f"{miou:.3f}" if miou is not None else "none"
     cells = {cell: "" if ok else (reason or f"hidden-split mIoU {shown} < {threshold} (scored out of the kernel)")

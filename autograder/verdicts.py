@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -39,6 +40,7 @@ from autograder.sandbox import LeftFile, read_left_file
 
 MAX_OUTPUT_BYTES = 256 * 2**20  # uncompressed: a zip bomb must not take the grader's memory
 CACHE_ENV = "AUTOGRADER_PROBE_CACHE"
+MANIFEST = "manifest.json"
 RTOL, ATOL = "__rtol__", "__atol__"  # the probe's tolerances, stored with its expected answers
 PACKAGE = Path(__file__).resolve().parents[1]
 
@@ -89,24 +91,32 @@ def probe_cache(assignment: str, root: Path, salt: int = 0) -> Path:
     first use (atomically: parallel graders may race to make it)."""
     tag = hashlib.sha256(f"{answers_version()} {salt}".encode()).hexdigest()[:16]
     folder = Path(root) / f"{assignment}-{tag}"
-    if folder.is_dir():
+    if (folder / MANIFEST).is_file():
         return folder
     from autograder.probes import PROBES  # torch and course_lib: only when the cache is made
 
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{assignment}-", dir=folder.parent))
-    for grade_id, probe in PROBES.get(assignment, {}).items():
-        np.savez(inputs_path(scratch, grade_id), **probe.inputs(salted_seed(probe, salt)))
-        np.savez(expected_path(scratch, grade_id), **expected_answers(probe, salt))
     try:
+        for grade_id, probe in PROBES.get(assignment, {}).items():
+            np.savez(inputs_path(scratch, grade_id), **probe.inputs(salted_seed(probe, salt)))
+            np.savez(expected_path(scratch, grade_id), **expected_answers(probe, salt))
+        # written last: the cells a check must guard (a cache without it guards nothing and is refused)
+        (scratch / MANIFEST).write_text(json.dumps(sorted(PROBES.get(assignment, {}))))
+        if folder.is_dir() and not (folder / MANIFEST).is_file():  # a copy cut short: never what rename leaves
+            shutil.rmtree(folder)
         scratch.rename(folder)
-    except OSError:  # made meanwhile by another grader
+    except OSError:
+        if not (folder / MANIFEST).is_file():  # not made meanwhile by another grader either
+            raise
+    finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return folder
 
 
 def probed_cells(cache: Path) -> list[str]:
-    return sorted(p.name.removeprefix("probes_expected_").removesuffix(".npz") for p in cache.glob("probes_expected_*.npz"))
+    """The grade ids the cache has probes for, from its manifest (missing: an incomplete cache, refused)."""
+    return json.loads((Path(cache) / MANIFEST).read_text())
 
 
 def probe_inputs(cache: Path) -> dict[str, Path]:

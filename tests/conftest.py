@@ -1,11 +1,20 @@
 import os
+import tempfile
 
-import matplotlib
-import pytest
-import torch
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Test processes run side by side: one thread each, in them and in the kernels they start
+    # (two 2-thread PyTorch jobs on 2 cores spin against each other and run 10x slower).
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+
+import matplotlib  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 matplotlib.use("Agg")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Each test process (pytest-xdist runs several) keeps its kernels' private folders apart, so
+# that a test asserting "nothing was left behind" sees its own leftovers only.
+os.environ.setdefault("AUTOGRADER_RUNTIME_DIR", tempfile.mkdtemp(prefix="autograder-runtime-tests-"))
 
 
 @pytest.fixture(autouse=True)
@@ -14,8 +23,16 @@ def _seed_and_threads():
     yield
 
 
+# The longest modules first: test processes take modules in this order, so the long ones do
+# not start last and leave one process working alone at the end.
+LONGEST_FIRST = ("test_harness", "test_adversarial", "test_notebooks", "test_adversarial_grader", "test_trusted")
+
+
 def pytest_collection_modifyitems(config, items):
-    """Tests marked ``gpu`` need CUDA: skip them, saying why, where torch sees no GPU."""
+    """Longest modules first; tests marked ``gpu`` need CUDA: skip them, saying why, where
+    torch sees no GPU."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.module.__name__.rsplit(".", 1)[-1], len(rank)))  # stable
     gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
     if gpu_tests and not torch.cuda.is_available():
         skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False here); "

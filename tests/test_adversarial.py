@@ -75,7 +75,7 @@ def hostile_batch(tmp_path_factory):
             f"import socket\nfor _addr in [('127.0.0.1', {port}), ('pypi.org', 443), ('1.1.1.1', 53)]:\n"
             "    try:\n        socket.create_connection(_addr, timeout=3)\n        print('NET OPEN', _addr)\n"
             "    except OSError as _e:\n        print('NET BLOCKED', _addr)"),
-        "bigprint": _with_cell("for _ in range(600):\n    print('x' * 1_000_000)"),
+        "bigprint": _with_cell("for _ in range(300):\n    print('x' * 1_000_000)"),  # 75x the cap
         "bigfile": _with_cell("with open('big.bin', 'wb') as _f:\n    _f.write(bytes(300 * 2**20))"),
         "manyfiles": _with_cell("for _i in range(8):\n    with open(f'part{_i}.bin', 'wb') as _f:\n"
                                 "        _f.write(bytes(100 * 2**20))\nimport time\ntime.sleep(10)"),
@@ -113,7 +113,7 @@ def hostile_batch(tmp_path_factory):
     (folder / "badjson.ipynb").write_text('{"cells": [')
 
     before = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file() and not p.is_symlink()}
-    env = {"AUTOGRADER_MEMORY_LIMIT": "2G", "AUTOGRADER_MAX_PROCESSES": "64", "AUTOGRADER_MAX_FILE_SIZE": "200M",
+    env = {"AUTOGRADER_MEMORY_LIMIT": "3G", "AUTOGRADER_MAX_PROCESSES": "64", "AUTOGRADER_MAX_FILE_SIZE": "200M",
            "AUTOGRADER_MAX_WRITTEN": "400M", "AUTOGRADER_MAX_OUTPUT": "4M"}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

@@ -235,10 +235,12 @@ def _cli(folder: Path, out: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def two_runs(tmp_path_factory):
-    """Run A grades forged notebooks with a check that cannot complete in time; while it holds
-    the output folder, run B is refused, and run C (--wait) starts once A is done."""
+    """Run A grades a forged notebook with a check that cannot complete in time; while it holds
+    the output folder, run B is refused, and run C (--wait, nothing to grade) starts once A is done."""
     base = tmp_path_factory.mktemp("two-runs")
-    folder, out = _write_class(base / "class", forged=2), base / "out"
+    folder, out = _write_class(base / "class", forged=1), base / "out"
+    nobody = base / "nobody"
+    nobody.mkdir()
     env = dict(os.environ, AUTOGRADER_CHECK_TIMEOUT="0.001")
     first = subprocess.Popen(_cli(folder, out), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lock = out / ".autograder" / "run.lock"
@@ -246,9 +248,7 @@ def two_runs(tmp_path_factory):
     while time.time() < deadline and not (lock.exists() and lock.read_text()):
         time.sleep(0.1)
     refused = subprocess.run(_cli(folder, out), capture_output=True, text=True, timeout=120)
-    # C re-grades A's students once A is done (status error is re-run), with the same failing check
-    waiting = subprocess.Popen(_cli(folder, out, "--wait"), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    waiting = subprocess.Popen(_cli(nobody, out, "--wait"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first_out = first.communicate(timeout=600)
     running_when_first_ended = waiting.poll() is None
     waiting_out = waiting.communicate(timeout=600)
@@ -261,8 +261,9 @@ def test_a_second_run_into_the_same_output_folder_is_refused_or_waits(two_runs):
     assert refused.returncode == 1 and "is grading into" in refused.stderr and "--wait" in refused.stderr
     assert two_runs["first"][0] == 0, two_runs["first"][2][-2000:]
     assert two_runs["waited"] and two_runs["waiting"][0] == 0, two_runs["waiting"][2][-2000:]
-    journal = grading.read_journal(two_runs["out"])
-    assert sorted(k[1] for k in journal) == ["forger0", "forger1"]  # each once, nothing interleaved
+    lines = grading.journal_path(two_runs["out"]).read_text().splitlines()
+    assert [json.loads(line)["student"] for line in lines] == ["forger0"]  # graded once, nothing interleaved
+    assert "0 skipped" not in two_runs["waiting"][1] and "nothing new" in two_runs["waiting"][1]
 
 
 def test_a_check_that_cannot_complete_gives_no_points_and_says_so(two_runs):

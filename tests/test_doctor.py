@@ -9,12 +9,10 @@ import os
 import shutil
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
 
-import autograder
 from autograder import doctor, gradebook, limits
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,23 +121,22 @@ def test_doctor_json(tmp_path, gradebook_url):
     assert report["ok"] is (rc == 0)
 
 
-def test_gpu_checks(monkeypatch, tmp_path):
-    monkeypatch.delitem(sys.modules, "autograder.gpus", raising=False)
-    monkeypatch.delattr(autograder, "gpus", raising=False)
-    if not (ROOT / "autograder" / "gpus.py").exists():
-        (check,) = doctor.check_gpus()
-        assert check.status == "WARN" and "gpu module unavailable" in check.message
-    node = tmp_path / "nvidia0"
-    node.write_text("")
-    fake = types.ModuleType("autograder.gpus")
-    fake.list_gpus = lambda: ["GPU 0: Fake"]
-    fake.device_nodes = lambda gpus: [str(node), str(tmp_path / "nvidiactl")]
-    monkeypatch.setitem(sys.modules, "autograder.gpus", fake)
-    monkeypatch.setattr(autograder, "gpus", fake, raising=False)
-    (check,) = doctor.check_gpus()
-    assert check.status == "WARN" and "missing: " + str(tmp_path / "nvidiactl") in check.message
-    (tmp_path / "nvidiactl").write_text("")
-    (check,) = doctor.check_gpus()
-    assert check.status == "OK" and "1 GPU(s): GPU 0: Fake" in check.message
-    fake.list_gpus = lambda: []
+def test_gpu_checks_use_the_real_mapping_of_gpus_to_device_nodes(monkeypatch, tmp_path):
+    from autograder import gpus
+
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    for name in ("nvidiactl", "nvidia-uvm", "nvidia3"):  # GPU 1 is minor 3; GPU 0's node is missing
+        (dev / name).write_text("")
+    found = [gpus.Gpu(0, "GPU-aaaa", "00000000:01:00.0", 0, name="Fake"),
+             gpus.Gpu(1, "GPU-bbbb", "00000000:41:00.0", 3, name="Fake")]
+    monkeypatch.setattr(gpus, "list_gpus", lambda **kwargs: found)
+    (check,) = doctor.check_gpus(dev=dev, proc=tmp_path)
+    assert check.status == "WARN" and "pinned to GPU-aaaa would see no GPU" in check.message
+    assert check.details["nodes"]["GPU-bbbb"] == [str(dev / "nvidiactl"), str(dev / "nvidia-uvm"), str(dev / "nvidia3")]
+    (dev / "nvidia0").write_text("")
+    (check,) = doctor.check_gpus(dev=dev, proc=tmp_path)
+    assert check.status == "OK" and check.message.startswith("2 GPU(s): 0 Fake GPU-aaaa:")
+    monkeypatch.setattr(gpus, "list_gpus", lambda **kwargs: [])
     assert doctor.check_gpus()[0].message == "no GPUs: kernels grade on CPU"
+

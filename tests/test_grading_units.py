@@ -10,12 +10,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import checks, cli, course_secrets, gpus, grading, nbgrader_plugins, trusted, verdicts
-from autograder.course import ASSIGNMENTS, solution_path
+from autograder import cli, course_secrets, gpus, grading, nbgrader_plugins, verdicts
+from autograder.course import ASSIGNMENTS, ROOT, solution_path
 from autograder.report import write_report
 
 
-def test_workers_share_gpus_round_robin_and_split_the_cpu_threads():
+def test_workers_share_gpus_round_robin_and_split_the_cpu_threads(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     slots = grading.make_slots(4, ["0", "1"], cpus=16)
     assert [s.device for s in slots] == ["cuda:0", "cuda:1", "cuda:0", "cuda:1"]
     assert {s.threads for s in slots} == {4}
@@ -25,6 +26,8 @@ def test_workers_share_gpus_round_robin_and_split_the_cpu_threads():
     assert grading.make_slots(3, [], cpus=2)[0].threads == 1  # never 0 threads
     with pytest.raises(ValueError):
         grading.make_slots(0, [], cpus=2)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the grader's machine is shared: one thread each
+    assert {s.threads for s in grading.make_slots(2, [], cpus=8)} == {1}
 
 
 def test_gpu_selection(monkeypatch):
@@ -53,7 +56,7 @@ def test_unknown_parameters_are_refused_before_grading():
 
 def test_cell_timeouts_come_from_the_environment_and_training_cells_get_their_own(monkeypatch):
     plain = nbformat.v4.new_code_cell("x = 1")
-    training = nbformat.v4.new_code_cell("fit()", metadata={"tags": ["training"]})
+    training = nbformat.v4.new_code_cell("fit()", metadata={"tags": ["training"], "nbgrader": {"grade_id": "t", "locked": True}})
     monkeypatch.delenv(nbgrader_plugins.CELL_TIMEOUT_ENV, raising=False)
     monkeypatch.delenv(nbgrader_plugins.TRAINING_TIMEOUT_ENV, raising=False)
     assert nbgrader_plugins.cell_timeout(plain) == 600 and nbgrader_plugins.cell_timeout(training) == 3600
@@ -102,22 +105,28 @@ def test_a_change_to_the_grading_rules_regrades_everyone(tmp_path, monkeypatch):
     copy = tmp_path / "package"
     shutil.copytree(verdicts.PACKAGE / "course_lib", copy / "course_lib", ignore=shutil.ignore_patterns("__pycache__"))
     (copy / "autograder").mkdir()
-    for module in ("probes.py", "verdicts.py", "trusted.py", "checks.py"):
+    modules = [Path(m.__file__).name for m in grading.RULES_MODULES]
+    for module in ["probes.py", *modules]:
         shutil.copy(verdicts.PACKAGE / "autograder" / module, copy / "autograder" / module)
     monkeypatch.setattr(verdicts, "PACKAGE", copy)
-    for module in (verdicts, trusted, checks):
+    for module in grading.RULES_MODULES:
         monkeypatch.setattr(module, "__file__", str(copy / "autograder" / Path(module.__file__).name))
     source = grading.source_digest("03_dice_iou")
     seen = {grading.rules_digest(source)}
     assert grading.rules_digest(source) in seen  # stable while nothing changes
-    for changed in ("course_lib/metrics.py", "autograder/probes.py", "autograder/verdicts.py",
-                    "autograder/trusted.py", "autograder/checks.py"):
+    assert {"verdicts.py", "trusted.py", "checks.py", "sandbox.py", "nbgrader_plugins.py"} <= set(modules)
+    for changed in ("course_lib/metrics.py", "autograder/probes.py", *(f"autograder/{m}" for m in modules)):
         with open(copy / changed, "a") as fh:
             fh.write("\n# changed\n")
         digest = grading.rules_digest(source)
         assert digest not in seen, changed
         seen.add(digest)
     assert grading.rules_digest(source + "x") not in seen  # the source notebook
+    shutil.copy(ROOT / "nbgrader_config.py", copy / "nbgrader_config.py")
+    before = grading.rules_digest(source, copy)
+    with open(copy / "nbgrader_config.py", "a") as fh:
+        fh.write("\n# changed\n")
+    assert grading.rules_digest(source, copy) != before  # the course's nbgrader config
     monkeypatch.setenv(course_secrets.SECRETS_ENV, str(tmp_path / "other-installation.json"))
     assert grading.rules_digest(source) not in seen  # another installation's secrets
 
@@ -125,7 +134,7 @@ def test_a_change_to_the_grading_rules_regrades_everyone(tmp_path, monkeypatch):
 def test_the_report_is_one_self_contained_page_with_escaped_names(tmp_path):
     rows = [{"assignment": "03_dice_iou", "student": f"s{i}", "status": s, "reason": "<script>x</script>",
              "score": str(i), "max_score": "10", "auto_score": str(i), "auto_max_score": "10", "seconds": str(i),
-             "device": "cpu"} for i, s in enumerate(grading.STATUSES)]
+             "device": "cpu", "enforcement": "cgroup-v1"} for i, s in enumerate(grading.STATUSES)]
     page = write_report(rows, tmp_path / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 1  # the score plot (no gradebook: no question plot)
     assert "<script>" not in page and "&lt;script&gt;" in page
@@ -140,6 +149,8 @@ def test_the_report_and_status_say_loudly_when_kernels_ran_with_weak_limits(tmp_
              "enforcement": kind} for s, kind in (("a", "cgroup-v2"), ("b", "rlimit"), ("c", "rlimit"))]
     page = write_report(rows, tmp_path / "report.html").read_text()
     assert "Weak limits" in page and "2 submission(s) with rlimits only" in page and "autograder doctor" in page
+    rows[0]["enforcement"] = ""  # a kernel ran, and nothing says how it was limited
+    assert "unknown means" in write_report(rows, tmp_path / "report.html").read_text()
     assert "enforcement" in grading.STATUS_COLUMNS and set(grading.ENFORCEMENTS) == {"cgroup-v2", "cgroup-v1", "rlimit", "none"}
 
 

@@ -92,8 +92,8 @@ def test_tampering_in_the_kernel_does_not_change_the_trusted_score(tmp_path):
     (row,) = grading.grade(opts).outcomes
     graded = nbformat.read(out / "autograded" / "forger" / trusted.ASSIGNMENT / f"{trusted.NOTEBOOK}.ipynb", as_version=4)
     text = "\n".join(o.get("text", "") for c in graded.cells if c.cell_type == "code" for o in c.outputs)
-    assert "val mIoU 1.000" in text or "mIoU 1.000" in text  # the kernel was fooled...
-    assert row["status"] == "graded" and row["auto_score"] == 8.0, row  # ...the grade was not: 14 - 6 mIoU points
+    assert text.count("model ok") == 3, text  # the kernel's own checks of the three cells passed...
+    assert row["status"] == "graded" and row["auto_score"] == 8.0, row  # ...the grade did not: 14 - 6 mIoU points
     assert "trusted: hidden-split mIoU" in row["reason"] and "0 of 3 cells pass" in row["reason"]
     failed = [c for c in graded.cells if c.metadata.get("nbgrader", {}).get("grade_id") in trusted.GRADE_CELLS]
     assert all(any(o.get("ename") == checks.CHECK_FAILED for o in c.outputs) for c in failed)  # says why
@@ -214,3 +214,16 @@ def test_the_trusted_score_does_not_depend_on_whether_autocast_is_available(tmp_
     assert loaded.exists()  # the scorer ran where autocast would pick bf16...
     assert forced == plain and plain[0] is not None  # ...and scored the same, bit for bit
     assert trusted.points(forced[0], "small") == trusted.points(plain[0], "small")
+
+
+def test_the_largest_model_the_scorer_accepts_fits_the_files_a_kernel_may_leave():
+    from autograder import sandbox
+    from course_lib.models import build_model
+
+    for backbone in sorted(trusted.ALLOWED_CONFIG["backbone"]):
+        config = {"arch": "fpn", "num_classes": trusted.NUM_CLASSES, "backbone": backbone,
+                  "fpn_channels": trusted.MAX_CHANNELS, "head_channels": trusted.MAX_CHANNELS}
+        with torch.device("meta"):
+            model = build_model(config)
+        size = 4 * sum(t.numel() for t in [*model.parameters(), *model.buffers()])  # float32
+        assert size < 0.9 * min(sandbox.MAX_LEFT_FILE, sandbox.Limits().file_size), (backbone, size)
