@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 # test modules run side by side (pytest-xdist; a module's tests stay together): most steps of
-# grading use one core, so two processes on 2 cores take the suite from about 21 to TEST_MINUTES
+# grading use one core, so two processes on 2 cores take the suite from 21.5 to about 16 minutes
 TEST_PROCESSES ?= auto
 DEMO_WORKERS ?= 2  # measured: 2 single-thread workers grade 1.67x faster than 1 two-thread worker on 2 cores
 

@@ -77,7 +77,9 @@ KERNEL_ENV = frozenset({
     "NBGRADER_EXECUTION", "COURSE_LIB_WIDGETS", "MPLBACKEND",
 })
 KERNEL_ENV_PREFIXES = ("LC_",)
-MAX_MESSAGE = 64 * 2**20  # bytes of one message from a kernel (a figure is well under 1 MB)
+# bytes of one message from a kernel: a figure is well under 1 MB, but ipykernel coalesces a
+# flood of prints into messages of hundreds of MB; a larger one drops the connection (and fails the notebook)
+MAX_MESSAGE = 512 * 2**20
 MAX_LEFT_FILE = 256 * 2**20  # bytes read back of one file a kernel left (the largest allowed model export fits)
 UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 # what the kernel needs from /etc (not all of it: /etc/shadow and friends stay out)
