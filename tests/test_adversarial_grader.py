@@ -10,6 +10,7 @@ first batch is tests/test_adversarial.py.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import os
@@ -108,7 +109,8 @@ def grader_batch(tmp_path_factory):
     for student, nb in hostile.items():
         nbformat.write(nb, folder / f"{student}.ipynb")
     watched = [t for t in targets.values() if t.exists()] + [ROOT / "solutions" / DICE / NAME]
-    modes_before = {t: t.stat().st_mode for t in watched}
+    watched += sorted(folder.glob("*.ipynb"))  # the submissions as handed in
+    modes_before = {t: (t.stat().st_mode, hashlib.sha256(t.read_bytes()).hexdigest()) for t in watched}
     saved = {k: os.environ.get(k) for k in planted}
     os.environ.update(planted)
     os.environ.update({"AUTOGRADER_MAX_WRITTEN": "400M", "AUTOGRADER_MAX_FILE_SIZE": "200M"})
@@ -124,7 +126,8 @@ def grader_batch(tmp_path_factory):
         for k in ("AUTOGRADER_MAX_WRITTEN", "AUTOGRADER_MAX_FILE_SIZE"):
             os.environ.pop(k, None)
     return {"out": out, "rows": {o["student"]: o for o in result.outcomes}, "planted": planted,
-            "modes_before": modes_before, "modes_after": {t: t.stat().st_mode for t in watched}}
+            "modes_before": modes_before,
+            "modes_after": {t: (t.stat().st_mode, hashlib.sha256(t.read_bytes()).hexdigest()) for t in watched}}
 
 
 def _outputs(out: Path, student: str) -> str:
@@ -189,7 +192,9 @@ def test_no_process_a_kernel_started_outlives_its_submission(grader_batch):
 
 
 def test_symlinks_left_by_a_kernel_are_never_followed(grader_batch):
-    assert grader_batch["modes_before"] == grader_batch["modes_after"]  # nbgrader's chmod 444 never reached them
+    # nbgrader's chmod 444 never reached them, nor did anything else: the course's files, the
+    # grader's gradebook, the host's /etc/passwd and the submissions are as they were
+    assert grader_batch["modes_before"] == grader_batch["modes_after"]
     out = grader_batch["out"]
     links = [p for p in out.rglob("*") if p.is_symlink()]
     assert links == []
