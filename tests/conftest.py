@@ -12,9 +12,11 @@ import torch  # noqa: E402
 
 matplotlib.use("Agg")
 os.environ.setdefault("MPLBACKEND", "Agg")
-# Each test process (pytest-xdist runs several) keeps its kernels' private folders apart, so
-# that a test asserting "nothing was left behind" sees its own leftovers only.
-os.environ.setdefault("AUTOGRADER_RUNTIME_DIR", tempfile.mkdtemp(prefix="autograder-runtime-tests-"))
+# Each test process (pytest-xdist runs several, which inherit the controller's environment)
+# keeps its kernels' private folders apart, so that a test asserting "nothing was left
+# behind" sees its own leftovers only.
+os.environ["AUTOGRADER_RUNTIME_DIR"] = tempfile.mkdtemp(
+    prefix=f"autograder-runtime-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
 
 
 @pytest.fixture(autouse=True)
