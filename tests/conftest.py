@@ -30,28 +30,12 @@ def _seed_and_threads():
 LONGEST_FIRST = ("test_harness", "test_adversarial", "test_notebooks", "test_adversarial_grader", "test_trusted")
 
 
-def _shared_fixtures(item) -> list[str]:
-    """The module- or session-scoped fixtures of this project that ``item`` uses."""
-    shared = []
-    for name in item.fixturenames:
-        defs = item._fixtureinfo.name2fixturedefs.get(name)
-        if defs and defs[-1].baseid and defs[-1].scope != "function":
-            shared.append(name)
-    return sorted(shared)
-
-
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist hands out the modules
 def pytest_collection_modifyitems(config, items):
-    """Longest modules first; the tests that share a module's fixture (a graded batch, say)
-    in one group, so that pytest-xdist (``--dist loadgroup``) computes it once and spreads
-    every other test freely; tests marked ``gpu`` need CUDA: skip them, saying why, where
-    torch sees no GPU."""
+    """Longest modules first (``--dist loadscope`` gives each process whole modules, in this
+    order); tests marked ``gpu`` need CUDA: skip them, saying why, where torch sees no GPU."""
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.module.__name__.rsplit(".", 1)[-1], len(rank)))  # stable
-    for item in items:
-        shared = _shared_fixtures(item)
-        if shared:
-            item.add_marker(pytest.mark.xdist_group(f"{item.module.__name__}:{'+'.join(shared)}"))
     gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
     if gpu_tests and not torch.cuda.is_available():
         skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False here); "
