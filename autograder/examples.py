@@ -53,8 +53,6 @@ FORGE_CELL = ("# example submission: nothing solved, and every later cell that t
 
 
 def _solution_text(cell) -> str:
-    if cell.cell_type == "markdown":
-        return cell.source
     return "\n".join(line for line in cell.source.splitlines() if line.strip() not in MARKERS)
 
 

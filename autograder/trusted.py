@@ -28,7 +28,11 @@ ASSIGNMENT = "04_segmentation_assignment"
 NOTEBOOK = "segmentation_assignment"
 MODEL_FILE = "submission_model.pt"
 HIDDEN_SIZE, NUM_CLASSES = 200, 5
-THRESHOLDS = {"small": (0.21, 0.23, 0.25), "full": (0.35, 0.50, 0.60)}
+# The graded mIoU thresholds of each budget, calibrated from seeds of the reference
+# (benchmarks/calibrate_thresholds.py): a versioned file of the assignment, which the
+# notebook shows and the grader and the tests read.
+CALIBRATION_FILE = Path(__file__).resolve().parent.parent / "solutions" / ASSIGNMENT / "calibration.json"
+BUDGETS = ("small", "full")
 GRADE_CELLS = ("test_hidden_miou_1", "test_hidden_miou_2", "test_hidden_miou_3")
 ALLOWED_CONFIG = {"arch": {"fpn", "single_scale"}, "num_classes": {NUM_CLASSES}, "backbone": {"resnet18", "resnet34", "resnet50"}}
 MAX_CHANNELS = 512
@@ -52,8 +56,11 @@ try:
 except Exception as err:
     fail(f"the exported model is not plain data: {type(err).__name__}")
 config = state.get("config") if isinstance(state, dict) else None
-if not isinstance(config, dict) or set(config) != {"arch", "num_classes", "backbone", "fpn_channels", "head_channels"}:
-    fail(f"the model config must be exactly arch, num_classes, backbone, fpn_channels, head_channels; got {config!r}"[:300])
+required = {"arch", "num_classes", "backbone", "fpn_channels", "head_channels"}
+if not isinstance(config, dict) or not required <= set(config) <= required | {"normalize"}:
+    fail(f"the model config must be arch, num_classes, backbone, fpn_channels, head_channels (and normalize); got {config!r}"[:300])
+if not isinstance(config.get("normalize", True), bool):
+    fail("config normalize must be True or False")
 for key, values in allowed.items():
     if config[key] not in values:
         fail(f"config {key}={config[key]!r} is not one of {values}")
@@ -68,7 +75,10 @@ device = "cuda" if torch.cuda.is_available() else "cpu"
 torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
 data = DataLoader(ShapesDataset(size, size=image_size, seed=seed), batch_size=32)
 miou = evaluate(model.float().to(device), data, num_classes=5, device=device, amp=False)["miou"]
-json.dump({"miou": float(miou), "reason": ""}, open("result.json", "w"))
+training = state.get("training")
+if not (isinstance(training, dict) and all(isinstance(k, str) and type(v) is int for k, v in training.items())):
+    training = None
+json.dump({"miou": float(miou), "reason": "", "training": training}, open("result.json", "w"))
 """
 
 
@@ -94,6 +104,12 @@ def score_model(data: bytes, image_size: int, seed: int) -> tuple[float | None, 
     """(hidden-split mIoU, '') of an exported model's bytes, or (None, why it cannot be
     scored). Evaluated in a fresh Python inside the sandbox, under the kernels' limits, on a
     private copy in a folder of :mod:`autograder.runtime` (reaped if the grader dies)."""
+    answer = _score(data, image_size, seed)
+    return answer["miou"], answer["reason"]
+
+
+def _score(data: bytes, image_size: int, seed: int) -> dict:
+    """The scorer's answer: ``{"miou", "reason", "training"}`` (see :func:`score_model`)."""
     from autograder import runtime, sandbox
 
     folder = runtime.new_folder()
@@ -116,7 +132,7 @@ def score_model(data: bytes, image_size: int, seed: int) -> tuple[float | None, 
             tail = log.read_text(errors="replace")[-300:].strip() if log.exists() else ""
             raise RuntimeError(f"scoring the exported model failed: {tail.splitlines()[-1] if tail else 'no result'}")
         answer = json.loads(result.data)
-        return answer["miou"], answer["reason"]
+        return {"miou": answer["miou"], "reason": answer["reason"], "training": answer.get("training")}
     finally:
         if enforcement is not None:
             enforcement.remove()
@@ -135,9 +151,19 @@ def score_export(model_path: Path, image_size: int, seed: int) -> tuple[float | 
     return score_model(left.data, image_size, seed)
 
 
+def thresholds(budget: str) -> tuple[float, float, float]:
+    """The three graded cells' mIoU thresholds for ``budget``, from :data:`CALIBRATION_FILE`
+    (read each time: a grader never runs on stale figures). Raises when the file is missing
+    or malformed, which fails the cells closed."""
+    values = json.loads(CALIBRATION_FILE.read_text())["budgets"][budget]["thresholds"]
+    if len(values) != len(GRADE_CELLS) or not all(isinstance(t, float) and 0 < t < 1 for t in values) or values != sorted(values):
+        raise ValueError(f"{CALIBRATION_FILE}: thresholds of budget {budget!r} must be 3 increasing numbers in (0, 1), got {values!r}")
+    return tuple(values)
+
+
 def points(miou: float | None, budget: str) -> list[bool]:
     """Which of the three graded cells pass at this mIoU."""
-    return [miou is not None and miou >= t for t in THRESHOLDS[budget]]
+    return [miou is not None and miou >= t for t in thresholds(budget)]
 
 
 def verdicts(nb, left_files: dict, course_root: str | Path) -> tuple[dict[str, str], str]:
@@ -145,21 +171,102 @@ def verdicts(nb, left_files: dict, course_root: str | Path) -> tuple[dict[str, s
     one-line note, from the model the kernel exported. Raises when scoring could not
     complete (a timeout, a crash): the caller then fails the cells closed."""
     params = notebook_parameters(nb)  # the locked cell, as nbgrader restored it and the grader pinned it
-    budget = params.get("budget") if params.get("budget") in THRESHOLDS else "full"
+    budget = params.get("budget") if params.get("budget") in BUDGETS else "full"
     image_size = params.get("image_size", 128)
     if not isinstance(image_size, int) or not 32 <= image_size <= MAX_IMAGE_SIZE:
         raise ValueError(f"image_size {image_size!r} is not a size the hidden split is drawn at (32..{MAX_IMAGE_SIZE})")
     left = left_files.get(MODEL_FILE)
+    training = None
     if left is None or left.problem == "missing":
         miou, reason = None, f"no exported model ({MODEL_FILE}): the hidden test did not run to its export"
     elif left.data is None:
         miou, reason = None, f"the exported model ({MODEL_FILE}) is {left.problem}"
     else:
-        miou, reason = score_model(left.data, image_size, hidden_seed(course_root))
+        answer = _score(left.data, image_size, hidden_seed(course_root))
+        miou, reason, training = answer["miou"], answer["reason"], answer["training"]
     passed = points(miou, budget)
     shown = f"{miou:.3f}" if miou is not None else "none"
     cells = {cell: "" if ok else (reason or f"hidden-split mIoU {shown} < {threshold} (scored out of the kernel)")
-             for cell, ok, threshold in zip(GRADE_CELLS, passed, THRESHOLDS[budget])}
+             for cell, ok, threshold in zip(GRADE_CELLS, passed, thresholds(budget))}
     note = (f"hidden-split mIoU {shown} (budget {budget}): {sum(passed)} of 3 cells pass"
             + (f" ({reason})" if reason else ""))
+    if miou is not None:
+        note += f"; {budget_flag(training, params)}"
+    outside = training_outside_training_cells(nb)
+    if outside:
+        note += f"; TRAINS OUTSIDE THE TRAINING CELLS: {'; '.join(outside)}"
     return cells, note
+
+
+TRAINING_TAG = "training"  # the locked cells that train within the budget
+TRAINING_CALLS = {"fit", "train_step", "my_train_step", "backward", "step"}
+
+
+def training_outside_training_cells(nb) -> list[str]:
+    """Cells the student can edit (solution cells, cells of their own) that train at run
+    time: a call of ``fit``, ``train_step``, ``my_train_step``, ``.backward()`` or ``.step()``
+    outside a function or class body. The locked cells tagged ``training`` are the ones the
+    budget is for; a training step *defined* in a solution cell is fine. Returns one
+    description per offending cell."""
+    found = []
+    for index, cell in enumerate(nb.cells):
+        meta = cell.get("metadata", {})
+        if cell.get("cell_type") != "code" or meta.get("nbgrader", {}).get("locked") or TRAINING_TAG in meta.get("tags", []):
+            continue
+        try:
+            tree = ast.parse(_magics_as_python(cell.source))
+        except SyntaxError:
+            continue
+        calls = sorted({name for statement in tree.body if not isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+                        for name in _called_names(statement) if name in TRAINING_CALLS})
+        if calls:
+            where = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") or f"cell {index}"
+            found.append(f"{where} calls {', '.join(calls)}")
+    return found
+
+
+def _magics_as_python(source: str) -> str:
+    """The cell's code with IPython's syntax unwrapped: ``%time x = f()`` becomes ``x = f()``
+    (the code a line magic runs is hidden in a string after IPython's own transform), a
+    ``%%time`` header and ``!shell`` lines are dropped."""
+    lines = []
+    for line in source.splitlines():
+        stripped, indent = line.lstrip(), line[: len(line) - len(line.lstrip())]
+        if stripped.startswith(("%%", "!")):
+            continue
+        if stripped.startswith("%"):
+            parts = stripped.split(None, 1)
+            line = indent + (parts[1] if len(parts) > 1 else "pass")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _called_names(node: ast.AST) -> set[str]:
+    """Names of the functions and methods called in ``node``, not descending into definitions."""
+    names, todo = set(), [node]
+    while todo:
+        current = todo.pop()
+        if isinstance(current, ast.Call):
+            func = current.func
+            names.add(func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else "")
+        todo.extend(child for child in ast.iter_child_nodes(current)
+                    if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)))
+    return names
+
+
+def budget_flag(training: dict | None, params: dict) -> str:
+    """What the export says the model was trained with, against the budget the notebook pins
+    (``train_size`` × ``epochs`` images of ``image_size``), flagged for the instructor: the
+    record is written by ``course_lib.train.fit`` in the student's kernel, so it informs a
+    review and decides no points."""
+    if not training or "images_seen" not in training:
+        return "BUDGET UNKNOWN: the export has no training record (trained outside course_lib.train.fit?)"
+    allowed = int(params.get("train_size", 0)) * int(params.get("epochs", 0))
+    seen, size = training["images_seen"], training.get("image_size", 0)
+    over = []
+    if allowed and seen > allowed:
+        over.append(f"{seen:,} images seen > {allowed:,} allowed")
+    if size > int(params.get("image_size", size)):
+        over.append(f"images of {size} px > {params['image_size']} px")
+    record = f"trained on {seen:,} images in {training.get('epochs', 0)} epoch(s) of up to {size} px"
+    return f"OVER BUDGET: {'; '.join(over)} ({record})" if over else record

@@ -40,6 +40,10 @@ MEDIUM_OBJECT_MAX = 32
 
 SIZE_BIN_NAMES = ("background", "small", "medium", "large")
 
+OWNERSHIP_MARGIN = 4
+"""Background pixels up to this many pixels (chessboard distance) from an object belong to its
+size bin in :func:`size_bin_regions`: one stride-4 cell, enough for a boundary's bleed."""
+
 VAL_SEED_OFFSET = 1_000_003
 """:func:`make_loaders` builds the validation set with ``seed + VAL_SEED_OFFSET``."""
 
@@ -175,6 +179,34 @@ def size_bins(scale_map: Tensor) -> Tensor:
     bins[scale_map > SMALL_OBJECT_MAX] = 2
     bins[scale_map > MEDIUM_OBJECT_MAX] = 3
     return bins
+
+
+def size_bin_regions(scale_map: Tensor, margin: int = OWNERSHIP_MARGIN) -> Tensor:
+    """The pixels each size bin owns: its objects' pixels, and the background within ``margin``
+    pixels of them (the ring where a prediction of the object bleeds out).
+
+    A background pixel near objects of several bins goes to the nearest one (ties to the smaller
+    bin), so the boundary bleed of a large object is never charged to a small one; background
+    farther than ``margin`` from every object gets 0 (it belongs to no bin).
+
+    Args:
+        scale_map: ``(..., H, W)`` object diameters, 0 on the background (``ShapesDataset``).
+        margin: width of the ring in pixels, >= 0.
+
+    Returns:
+        int64 tensor of the input's shape: 1, 2, 3 = small, medium, large, 0 = no bin.
+    """
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    bins = size_bins(scale_map)
+    shape = bins.shape
+    regions = bins.reshape(-1, 1, *shape[-2:])
+    unowned = len(SIZE_BIN_NAMES)  # larger than every bin
+    for _ in range(margin):  # grow every bin by one pixel (3×3 neighbourhood) per step
+        candidates = torch.where(regions > 0, regions, unowned).float()
+        nearest = -torch.nn.functional.max_pool2d(-candidates, 3, stride=1, padding=1)  # min over 3×3
+        regions = torch.where((regions == 0) & (nearest < unowned), nearest.long(), regions)
+    return regions.reshape(shape)
 
 
 def make_loaders(

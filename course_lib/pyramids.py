@@ -426,6 +426,41 @@ def pyramid_designs(
     ]
 
 
+@torch.no_grad()
+def design_shapes(
+    backbone: nn.Module,
+    fpn: nn.Module,
+    image_size: tuple[int, int] = (97, 131),
+    scales: Sequence[float] = (2.0, 1.0, 0.5),
+) -> dict[str, dict[str, list[tuple[int, ...]]]]:
+    """The real tensor shapes behind the FPN paper's Figure 1, for one ``image_size`` input.
+
+    Runs ``backbone`` (and ``fpn``) on a random ``(1, 3, H, W)`` image and returns, for each
+    of :data:`DESIGN_NAMES`, ``{"images": [...], "computed": [...], "predicted": [...]}``:
+    the input shapes (one per scale for (a)), every map the backbone computes (C2..C5 per
+    scale, then P2..P5 for (d)) and the maps the head predicts from, each as ``(C, H, W)``.
+    :func:`course_lib.viz.draw_pyramid_designs` draws them.
+    """
+    device = next(backbone.parameters()).device
+    x = torch.rand(1, 3, *image_size, device=device)
+    shape = lambda t: tuple(t.shape[1:])  # noqa: E731
+    per_scale = [(level, backbone(level)) for level in image_scales(x, scales)]
+    single = backbone(x)
+    pyramid = fpn(single)
+    return {
+        DESIGN_NAMES[0]: {"images": [shape(img) for img, _ in per_scale],
+                          "computed": [shape(t) for _, f in per_scale for t in f.values()],
+                          "predicted": [shape(f["c5"]) for _, f in per_scale]},
+        DESIGN_NAMES[1]: {"images": [shape(x)], "computed": [shape(t) for t in single.values()],
+                          "predicted": [shape(single["c5"])]},
+        DESIGN_NAMES[2]: {"images": [shape(x)], "computed": [shape(t) for t in single.values()],
+                          "predicted": [shape(t) for t in single.values()]},
+        DESIGN_NAMES[3]: {"images": [shape(x)], "computed": [shape(t) for t in single.values()]
+                          + [shape(t) for t in pyramid.values()],
+                          "predicted": [shape(t) for t in pyramid.values()]},
+    }
+
+
 def compare_pyramid_designs(
     backbone_name: str = "resnet18",
     image: Tensor | None = None,

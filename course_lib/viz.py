@@ -177,6 +177,140 @@ def plot_design_comparison(rows: Sequence[Any]) -> Figure:
     return fig
 
 
+def _shape_label(name: str, shape: Sequence[int]) -> str:
+    return f"{name}\n{'×'.join(str(s) for s in shape)}"
+
+
+def _map_box(ax, x: float, y: float, shape: Sequence[int], largest: int, label: str, predicted: bool = False,
+             color: str = "#90caf9", side: str = "right", power: float = 0.7) -> None:
+    """A map drawn as a box whose sides follow its (H, W) (compressed by ``power``, so that a
+    stride-32 map stays visible), centred at (x, y), labelled on ``side`` (right, left, below)."""
+    from matplotlib.patches import Rectangle
+
+    h, w = (0.35 + 1.6 * (s / largest) ** power for s in shape[-2:])
+    ax.add_patch(Rectangle((x - w / 2, y - h / 2), w, h, facecolor=color, alpha=0.9,
+                           edgecolor="#c62828" if predicted else "#37474f", linewidth=2.2 if predicted else 0.8))
+    where = {"right": (x + w / 2 + 0.12, y, "left", "center"), "left": (x - w / 2 - 0.12, y, "right", "center"),
+             "below": (x, y - h / 2 - 0.1, "center", "top")}[side]
+    ax.text(where[0], where[1], label, fontsize=7, ha=where[2], va=where[3])
+
+
+def _arrow(ax, start: tuple[float, float], end: tuple[float, float], text: str = "", style: str = "-|>",
+           color: str = "#455a64") -> None:
+    ax.annotate("", xy=end, xytext=start, arrowprops=dict(arrowstyle=style, color=color, lw=1.0))
+    if text:
+        vertical = abs(end[0] - start[0]) < abs(end[1] - start[1])
+        ax.text((start[0] + end[0]) / 2 + (0.15 if vertical else 0), (start[1] + end[1]) / 2 + (0 if vertical else 0.12),
+                text, fontsize=6.5, color=color, ha="left" if vertical else "center", va="center" if vertical else "bottom")
+
+
+def draw_pyramid_designs(shapes: Mapping[str, Mapping[str, Sequence[Sequence[int]]]]) -> Figure:
+    """The FPN paper's Figure 1 (a)–(d), drawn from real tensor shapes.
+
+    ``shapes`` is :func:`course_lib.pyramids.design_shapes`: per design the input images, the
+    maps computed and the maps predicted from, each ``(C, H, W)``. Box sides follow the maps'
+    heights and widths (compressed, so that a stride-32 map stays visible); the maps a head
+    predicts from are outlined in red.
+    """
+    fig, axes = plt.subplots(1, 4, figsize=(17, 5.2))
+    largest = max(max(s[-2:]) for d in shapes.values() for s in d["images"])
+    for ax, (name, design) in zip(axes, shapes.items()):
+        ax.set_xlim(0, 10)
+        ax.set_ylim(-0.5, 11)
+        ax.set_axis_off()
+        ax.set_title(name, fontsize=10)
+        images, computed, predicted = design["images"], list(design["computed"]), list(design["predicted"])
+        if len(images) > 1:  # (a): one backbone run per image scale, C5 of each
+            per_scale = len(computed) // len(images)
+            for k, image in enumerate(images):
+                x = 1.7 + 3.3 * k
+                _map_box(ax, x, 1.4, image, largest, _shape_label("image", image), color="#fff59d", side="below")
+                c5 = computed[per_scale * (k + 1) - 1]
+                _map_box(ax, x, 8.5, c5, largest, _shape_label("C5", c5), predicted=True, side="below")
+                _arrow(ax, (x, 2.9), (x, 7.2), "backbone" if k == 0 else "")
+            continue
+        image = images[0]
+        top_down = len(computed) > 4
+        xc = 3.2 if top_down else 2.5
+        _map_box(ax, xc, 0.6, image, largest, _shape_label("input", image), color="#fff59d", side="left" if top_down else "right")
+        ys = [2.6, 4.9, 7.0, 9.0]
+        previous = 1.4
+        for k, (shape, y) in enumerate(zip(computed[:4], ys)):
+            used = shape in predicted and not top_down
+            _map_box(ax, xc, y, shape, largest, _shape_label(f"C{k + 2}", shape), predicted=used,
+                     side="left" if top_down else "right")
+            _arrow(ax, (xc, previous), (xc, y - 0.5))
+            previous = y + 0.5
+        if top_down:  # (d): lateral 1×1 convs and the top-down pathway
+            for k, (shape, y) in enumerate(zip(computed[4:], ys)):
+                _map_box(ax, 7.4, y, shape, largest, _shape_label(f"P{k + 2}", shape), predicted=True, color="#a5d6a7")
+                _arrow(ax, (4.4, y), (6.4, y), "1×1" if k == 3 else "")
+                if k < 3:
+                    _arrow(ax, (7.4, ys[k + 1] - 0.45), (7.4, y + 0.6), "2× up" if k == 2 else "")
+    fig.suptitle(f"FPN Figure 1 for a {images[0][-2]}×{images[0][-1]} input: real shapes (C×H×W); red: what the head predicts from",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def draw_fpn_merge(level: str, lateral_in: Sequence[int], coarser: Sequence[int] | None, out: Sequence[int],
+                   ax=None) -> Figure:
+    """The FPN paper's Figure 3 for one level: ``C_i`` → 1×1 conv, the coarser merged map →
+    nearest upsampling to the lateral's size, their sum → 3×3 conv → ``P_i``; every box is
+    labelled with its real shape ``(C, H, W)`` (``coarser`` is None at the top level).
+    Draws into ``ax`` when given."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 3.8))
+    fig = ax.figure
+    ax.set_xlim(0, 13)
+    ax.set_ylim(-0.4, 6.2)
+    ax.set_axis_off()
+    largest = max(max(s[-2:]) for s in (lateral_in, out, *([coarser] if coarser else [])))
+    k = level[1:]
+    box = dict(largest=largest, side="below", power=1.0)
+    _map_box(ax, 1.2, 1.6, lateral_in, label=_shape_label(f"C{k}", lateral_in), **box)
+    lateral = (out[0], *lateral_in[-2:])
+    _map_box(ax, 5.4, 1.6, lateral, label=_shape_label("lateral", lateral), color="#ce93d8", **box)
+    _arrow(ax, (2.3, 1.6), (4.3, 1.6), "1×1 conv")
+    if coarser is not None:
+        _map_box(ax, 1.2, 4.7, coarser, label=_shape_label(f"M{int(k) + 1}", coarser), color="#a5d6a7", **box)
+        _map_box(ax, 5.4, 4.7, out, label=_shape_label("upsampled", out), color="#a5d6a7", **box)
+        _arrow(ax, (2.3, 4.7), (4.3, 4.7), "nearest, to the\nlateral's size")
+        ax.text(8.0, 3.15, "+", fontsize=22, ha="center", va="center")
+        _arrow(ax, (6.6, 4.5), (7.7, 3.5))
+        _arrow(ax, (6.6, 1.8), (7.7, 2.8))
+    _map_box(ax, 11.4, 3.15, out, label=_shape_label(f"P{k}", out), predicted=True, **box)
+    _arrow(ax, (8.4, 3.15), (10.2, 3.15), "3×3 conv")
+    title = f"FPN Figure 3 at {level}" + ("" if coarser is not None else " (top level: no top-down input)")
+    ax.set_title(title, fontsize=10)
+    return fig
+
+
+def show_top_down_step(steps: Sequence[Mapping[str, Any]], features: Mapping[str, Any], index: int) -> Figure:
+    """Step ``index`` of :meth:`course_lib.models.FPN.top_down_steps`: the Figure 3 block with the
+    step's real shapes, and below it the mean |activation| of the lateral, the upsampled
+    coarser map, their sum and the output ``P_i``."""
+    step = steps[index]
+    level = str(step["level"])
+    c_in = features["c" + level[1:]]
+    coarser = steps[index - 1]["merged"] if index else None
+    fig = plt.figure(figsize=(11, 6.4))
+    grid = fig.add_gridspec(2, 4, height_ratios=[1.5, 1])
+    draw_fpn_merge(level, tuple(c_in.shape[1:]), None if coarser is None else tuple(coarser.shape[1:]),
+                   tuple(step["output"].shape[1:]), ax=fig.add_subplot(grid[0, :]))
+    for col, key in enumerate(("lateral", "top_down", "merged", "output")):
+        ax = fig.add_subplot(grid[1, col])
+        ax.set_axis_off()
+        value = step[key]
+        if value is None:
+            ax.set_title(f"{key}: none at the top", fontsize=8)
+            continue
+        ax.imshow(np.abs(to_numpy(_first(value)).astype(np.float32)).mean(axis=0), cmap="viridis")
+        ax.set_title(f"{key} mean|·| {tuple(value.shape[-2:])}", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def _first(x: Any) -> Any:
     """Drop a batch dimension if there is one."""
     return x[0] if getattr(x, "ndim", 0) == 4 else x

@@ -18,6 +18,7 @@ from course_lib.data import (
     OxfordPets,
     ShapesDataset,
     make_loaders,
+    size_bin_regions,
     size_bins,
 )
 
@@ -124,6 +125,23 @@ def test_size_bins():
     scale = torch.tensor([[0, 6, 16], [17, 32, 33]])
     assert size_bins(scale).tolist() == [[0, 1, 1], [2, 2, 3]]
     assert SIZE_BIN_NAMES[0] == "background" and len(SIZE_BIN_NAMES) == 4
+
+
+def test_size_bin_regions_give_the_background_to_the_nearest_object_within_the_margin():
+    scale = torch.zeros(1, 20, 20, dtype=torch.int64)
+    scale[0, 2:4, 2:4] = 8      # a small object
+    scale[0, 2:12, 9:19] = 40   # a large one, 5 px to the right of it
+    regions = size_bin_regions(scale, margin=3)
+    assert regions.shape == scale.shape and regions.dtype == torch.int64
+    assert (regions[scale > 0] == size_bins(scale)[scale > 0]).all()  # objects keep their own bin
+    assert regions[0, 2, 5].item() == 1 and regions[0, 2, 6].item() == 1  # 2 and 3 px from the small object
+    assert regions[0, 2, 7].item() == 3 and regions[0, 2, 8].item() == 3  # nearer the large one
+    assert regions[0, 14, 9].item() == 3 and regions[0, 15, 9].item() == 0  # 3 and 4 px below the large one
+    assert regions[0, 19, 0].item() == 0  # far from everything
+    assert torch.equal(size_bin_regions(scale, margin=0), size_bins(scale))
+    assert torch.equal(size_bin_regions(scale[0], margin=3), regions[0])  # any leading shape
+    with pytest.raises(ValueError, match="margin"):
+        size_bin_regions(scale, margin=-1)
 
 
 def test_materialize_stacks_the_items():

@@ -1,5 +1,6 @@
 """The ResNet-FPN segmenter against torchvision, on odd sizes, and its weight loading."""
 
+import math
 import urllib.error
 
 import pytest
@@ -9,6 +10,8 @@ from torchvision.ops import FeaturePyramidNetwork
 
 from course_lib.models import (
     FPN,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     ResNetBackbone,
     ResNetFPN,
     SemanticFPNHead,
@@ -153,6 +156,32 @@ def test_build_model_rebuilds_the_architecture_from_plain_config():
             torch.testing.assert_close(model(x), clone(x))
     with pytest.raises(ValueError, match="unknown architecture"):
         build_model({"arch": "unet", "num_classes": 2})
+
+
+def test_segmenter_standardises_its_input_with_the_imagenet_statistics():
+    model = ResNetFPN(3, backbone="resnet18", fpn_channels=32, head_channels=32).eval()
+    raw = ResNetFPN(3, backbone="resnet18", fpn_channels=32, head_channels=32, normalize=False).eval()
+    raw.load_state_dict(model.state_dict())  # the statistics are no state: the same weights fit both
+    assert model.config["normalize"] is True and raw.config["normalize"] is False
+    x = torch.rand(2, 3, 64, 64)
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), raw((x - mean) / std))
+        assert not torch.allclose(model(x), raw(x))
+    legacy = {k: v for k, v in model.config.items() if k != "normalize"}  # saved before normalisation existed
+    assert build_model(legacy).normalize is False and build_model(model.config).normalize is True
+
+
+def test_untrained_segmenter_starts_near_the_uniform_prediction():
+    """The classifier starts small: the first cross-entropy is close to log(C), not 7-10."""
+    torch.manual_seed(0)
+    model = ResNetFPN(5, backbone="resnet18", fpn_channels=64, head_channels=32)
+    x = torch.rand(4, 3, 64, 64)
+    with torch.no_grad():
+        logits = model(x)
+    assert 0.2 < logits.std() < 1.5  # He init on the classifier gives about 5
+    ce = torch.nn.functional.cross_entropy(logits, torch.randint(0, 5, (4, 64, 64)))
+    assert abs(ce.item() - math.log(5)) < 0.6
 
 
 def test_backbone_weights_from_local_state_dict_file(tmp_path):

@@ -8,6 +8,7 @@ notebook runs in about a minute on two CPU cores.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -86,6 +87,48 @@ def test_solution_has_parameters_exercises_hidden_tests_and_written_answers(assi
     assert all("### BEGIN HIDDEN TESTS" in c.source for c in tests if c.metadata["nbgrader"]["grade_id"] not in scored_elsewhere)
 
 
+PLACEHOLDERS = ("YOUR ANSWER HERE", "# YOUR CODE HERE", "raise NotImplementedError()")
+
+
+def _without_placeholders(source: str) -> str:
+    return "\n".join(line for line in source.splitlines() if line.strip() not in PLACEHOLDERS).strip()
+
+
+def _outside_solution(source: str) -> str:
+    """The text of a solution cell that release keeps: everything outside its solution regions."""
+    kept, inside = [], False
+    for line in source.splitlines():
+        if "### BEGIN SOLUTION" in line:
+            inside = True
+        elif "### END SOLUTION" in line:
+            inside = False
+        elif not inside:
+            kept.append(line)
+    return "\n".join(kept).strip()
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_released_written_answers_keep_their_questions(assignment):
+    """Release replaces a solution region by a placeholder: a written question that shares its cell
+    with the model answer must sit outside that region, or the student gets a bare placeholder."""
+    solution = {c.metadata["nbgrader"]["grade_id"]: c for c in _nbgrader_cells(nbformat.read(solution_path(assignment), as_version=4))}
+    released = nbformat.read(student_path(assignment), as_version=4)
+    for cell in released.cells:
+        scratch = cell.cell_type == "code" and "nbgrader" not in cell.metadata and not cell.source.strip()
+        assert scratch or _without_placeholders(cell.source), (
+            f"{assignment}: a student-facing cell is a bare placeholder: {cell.source[:60]!r}")
+    manual = [c for c in _nbgrader_cells(released) if c.metadata["nbgrader"].get("grade") and c.metadata["nbgrader"].get("solution")]
+    assert manual, f"{assignment}: no manually graded cell"
+    for cell in manual:
+        grade_id = cell.metadata["nbgrader"]["grade_id"]
+        question = _outside_solution(solution[grade_id].source)
+        points = cell.metadata["nbgrader"]["points"]
+        assert len(question) > 80 and re.search(rf"\({points:g} points?\)", question), (
+            f"{assignment}/{grade_id}: the question (with its {points:g} points) is not in its cell")
+        assert question in cell.source and "YOUR ANSWER HERE" in cell.source, (
+            f"{assignment}/{grade_id}: released cell lacks its question or its answer placeholder")
+
+
 @pytest.mark.slow
 def test_student_versions_are_what_nbgrader_generates_from_the_solutions(tmp_path):
     course = _make_course(tmp_path / "course", small=False)
@@ -108,6 +151,9 @@ def test_solution_runs_under_papermill_with_the_small_setting(assignment, tmp_pa
     cache = verdicts.probe_cache(assignment, tmp_path / "cache")
     for name, path in verdicts.probe_inputs(cache).items():  # as the grader does: the hidden tests answer the probes
         shutil.copyfile(path, tmp_path / name)
+    for path in source.parent.iterdir():  # the assignment's other files, as nbgrader ships them
+        if path.suffix != ".ipynb" and path.is_file():
+            shutil.copyfile(path, tmp_path / path.name)
     monkeypatch.setenv("COURSE_LIB_WIDGETS", "0")  # the kernel inherits it: static figures
     papermill.execute_notebook(str(source), str(out), parameters=SMALL_PARAMETERS[assignment],
                                cwd=str(tmp_path), kernel_name="python3", progress_bar=False)

@@ -19,7 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 COURSE_FOLDERS = ("solutions/", "notebooks/")
 ASSETS: dict[str, str] = {
-    # "solutions/01_pyramids_vs_fpn/figure.png": "why the notebook needs it",
+    "solutions/04_segmentation_assignment/calibration.json":
+        "the graded mIoU thresholds and how they were calibrated: the grader and the tests read it, the notebook shows it",
+    "notebooks/04_segmentation_assignment/calibration.json": "the released copy of it, which the student's notebook shows",
 }
 """Files besides notebooks that solutions/ and notebooks/ may track: declare each here, with why."""
 

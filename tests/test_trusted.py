@@ -31,10 +31,10 @@ def test_no_cell_the_kernel_runs_holds_the_hidden_split_and_the_thresholds_are_t
     assert seed == trusted.hidden_seed(tmp_path) and seed != trusted.hidden_seed(tmp_path / "another")
     assert str(seed) not in code and f"{seed:_}" not in code
     assert (tmp_path / ".autograder" / "secrets.json").stat().st_mode & 0o777 == 0o600
-    table = next(c.source for c in nb.cells if c.cell_type == "markdown" and "| budget |" in c.source)
-    for budget, thresholds in trusted.THRESHOLDS.items():
-        row = next(line for line in table.splitlines() if line.startswith(f"| `\"{budget}\"`"))
-        assert [float(t) for t in re.findall(r"≥ ([\d.]+)", row)] == list(thresholds)
+    # the notebook shows the thresholds from the calibration file the grader reads, not a copy
+    shown = next(c for c in nb.cells if c.cell_type == "code" and trusted.CALIBRATION_FILE.name in c.source)
+    assert shown.metadata["nbgrader"]["locked"] and not re.search(r"0\.\d\d", shown.source)
+    assert all(len(trusted.thresholds(budget)) == 3 for budget in trusted.BUDGETS)
     export = next(c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == trusted.GRADE_CELLS[0])
     assert f'_hidden_save("{trusted.MODEL_FILE}", model)' in export.split("### BEGIN HIDDEN TESTS")[1]
 
@@ -48,10 +48,43 @@ def _export(path):
 def test_an_untrained_export_scores_low_and_reproducibly(tmp_path):
     _export(tmp_path / "m.pt")
     first, reason = trusted.score_export(tmp_path / "m.pt", 64, SEED)
-    assert reason == "" and 0.0 <= first < min(trusted.THRESHOLDS["small"])
+    low, middle, top = trusted.thresholds("small")
+    assert reason == "" and 0.0 <= first < low
     assert trusted.score_export(tmp_path / "m.pt", 64, SEED) == (first, "")
     assert trusted.points(first, "small") == [False, False, False]
-    assert trusted.points(0.24, "small") == [True, True, False]
+    assert trusted.points((middle + top) / 2, "small") == [True, True, False]
+    assert trusted.points(top, "small") == [True, True, True]
+
+
+def test_the_budget_a_model_was_trained_with_is_flagged_against_the_pinned_one():
+    pinned = {"train_size": 512, "epochs": 4, "image_size": 64}
+    within = trusted.budget_flag({"images_seen": 2048, "steps": 256, "epochs": 4, "image_size": 64}, pinned)
+    assert "OVER" not in within and "2,048 images" in within
+    over = trusted.budget_flag({"images_seen": 4096, "steps": 512, "epochs": 8, "image_size": 96}, pinned)
+    assert over.startswith("OVER BUDGET") and "4,096 images seen > 2,048 allowed" in over and "96 px > 64 px" in over
+    assert trusted.budget_flag(None, pinned).startswith("BUDGET UNKNOWN")
+    assert trusted.budget_flag({}, pinned).startswith("BUDGET UNKNOWN")
+
+
+def test_training_outside_the_training_cells_is_flagged():
+    nb = nbformat.read(solution_path(trusted.ASSIGNMENT), as_version=4)
+    assert trusted.training_outside_training_cells(nb) == []  # the solution trains in the locked cells only
+    for cell in nb.cells:
+        if cell.metadata.get("nbgrader", {}).get("grade_id") == "training_settings":
+            cell.source += "\nfor _ in range(3):\n    my_train_step(model, images, masks, loss_fn, opt)\n"
+    nb.cells.append(nbformat.v4.new_code_cell("%time history = fit(model, loader, None, loss, epochs=50)"))
+    nb.cells.append(nbformat.v4.new_code_cell("def later(model):\n    loss.backward()\n    opt.step()"))  # only defined
+    assert trusted.training_outside_training_cells(nb) == [
+        "training_settings calls my_train_step", f"cell {len(nb.cells) - 2} calls fit"]
+
+
+def test_a_missing_or_malformed_calibration_fails_the_cells_closed(tmp_path, monkeypatch):
+    monkeypatch.setattr(trusted, "CALIBRATION_FILE", tmp_path / "calibration.json")
+    with pytest.raises(FileNotFoundError):
+        trusted.points(0.9, "full")
+    (tmp_path / "calibration.json").write_text('{"budgets": {"full": {"thresholds": [0.6, 0.5, 0.4]}}}')
+    with pytest.raises(ValueError, match="increasing"):
+        trusted.points(0.9, "full")
 
 
 class _Payload:  # a pickle that would run code when loaded without weights_only
@@ -67,7 +100,12 @@ def test_exports_that_are_not_plain_data_or_not_a_course_model_score_nothing(tmp
                         "head_channels": 16, "weights": "/etc/passwd"}, "state_dict": {}}
     torch.save(state, tmp_path / "config.pt")
     miou, reason = trusted.score_export(tmp_path / "config.pt", 64, SEED)
-    assert miou is None and "config must be exactly" in reason
+    assert miou is None and "the model config must be arch, num_classes" in reason
+    state["config"] = {**state["config"], "normalize": "yes"}
+    del state["config"]["weights"]
+    torch.save(state, tmp_path / "normalize.pt")
+    miou, reason = trusted.score_export(tmp_path / "normalize.pt", 64, SEED)
+    assert miou is None and "normalize must be True or False" in reason
     miou, reason = trusted.score_export(tmp_path / "missing.pt", 64, SEED)
     assert miou is None and "no exported model" in reason
 

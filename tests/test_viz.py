@@ -65,3 +65,45 @@ def test_design_comparison_accepts_rows_and_dicts():
     fig = viz.plot_design_comparison(rows)
     heights = [p.get_height() for p in fig.axes[0].patches]
     assert heights == [2.0, 1.0]
+
+
+def _texts(fig):
+    return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+def test_figure_1_is_drawn_from_the_real_shapes_of_a_97x131_input():
+    from course_lib.models import FPN, ResNetBackbone
+    from course_lib.pyramids import DESIGN_NAMES, design_shapes
+
+    net = ResNetBackbone("resnet18").eval()
+    fpn = FPN(net.out_channels, 32).eval()
+    shapes = design_shapes(net, fpn, (97, 131), scales=(2.0, 1.0, 0.5))
+    assert list(shapes) == list(DESIGN_NAMES)
+    assert shapes[DESIGN_NAMES[1]]["predicted"] == [(512, 4, 5)]  # ⌈97/32⌉ × ⌈131/32⌉
+    assert shapes[DESIGN_NAMES[2]]["predicted"] == [(64, 25, 33), (128, 13, 17), (256, 7, 9), (512, 4, 5)]
+    assert shapes[DESIGN_NAMES[3]]["predicted"] == [(32, 25, 33), (32, 13, 17), (32, 7, 9), (32, 4, 5)]
+    assert shapes[DESIGN_NAMES[0]]["images"] == [(3, 194, 262), (3, 97, 131), (3, 48, 66)]
+    assert shapes[DESIGN_NAMES[0]]["predicted"] == [(512, 7, 9), (512, 4, 5), (512, 2, 3)]
+    fig = viz.draw_pyramid_designs(shapes)
+    labels = _texts(fig)
+    assert len(fig.axes) == 4 and "P2\n32×25×33" in labels and "C5\n512×2×3" in labels and "input\n3×97×131" in labels
+
+
+def test_top_down_steps_are_the_forward_pass_one_merge_at_a_time_and_are_drawn_with_their_shapes():
+    from course_lib.models import FPN, ResNetBackbone
+
+    net = ResNetBackbone("resnet18").eval()
+    fpn = FPN(net.out_channels, 16).eval()
+    with torch.no_grad():
+        features = net(torch.rand(1, 3, 97, 131))
+        steps = fpn.top_down_steps(features)
+        outputs = fpn(features)
+    assert [s["level"] for s in steps] == ["p5", "p4", "p3", "p2"]
+    assert steps[0]["top_down"] is None and torch.equal(steps[0]["merged"], steps[0]["lateral"])
+    for step in steps:
+        torch.testing.assert_close(step["output"], outputs[step["level"]], rtol=0, atol=0)
+    assert tuple(steps[2]["top_down"].shape) == (1, 16, 13, 17)  # 7×9 upsampled to the lateral's 13×17
+    fig = viz.show_top_down_step(steps, features, 2)
+    labels = _texts(fig)
+    assert "C3\n128×13×17" in labels and "M4\n16×7×9" in labels and "P3\n16×13×17" in labels
+    assert any("none at the top" in ax.get_title() for ax in viz.show_top_down_step(steps, features, 0).axes)

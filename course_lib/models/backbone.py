@@ -16,6 +16,10 @@ _RESNETS: dict[str, tuple] = {
     "resnet50": (tv_models.resnet50, "ResNet50_Weights", [256, 512, 1024, 2048]),
 }
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+"""The per-channel statistics torchvision's ImageNet weights expect of RGB images in [0, 1]."""
+
 FEATURE_NAMES = ("c2", "c3", "c4", "c5")
 FEATURE_STRIDES = {"c2": 4, "c3": 8, "c4": 16, "c5": 32}
 

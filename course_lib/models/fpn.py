@@ -56,6 +56,22 @@ class FPN(nn.Module):
             outputs.insert(0, self.output_convs[i](merged))
         return {_output_name(n): p for n, p in zip(names, outputs)}
 
+    def top_down_steps(self, features: dict[str, Tensor]) -> list[dict[str, Tensor | str | None]]:
+        """The forward pass one merge at a time, coarsest level first (for notebook 02's
+        step-through): ``[{"level": "p5", "lateral": ..., "top_down": None, "merged": ...,
+        "output": ...}, {"level": "p4", "lateral": ..., "top_down": ..., ...}, ...]``.
+        ``top_down`` is the coarser merged map upsampled to the lateral's size; the
+        ``output`` maps are exactly those of :meth:`forward`."""
+        names, maps = list(features), list(features.values())
+        steps, merged = [], None
+        for i in range(len(maps) - 1, -1, -1):
+            lateral = self.lateral_convs[i](maps[i])
+            top_down = None if merged is None else F.interpolate(merged, size=lateral.shape[-2:], mode="nearest")
+            merged = lateral if top_down is None else lateral + top_down
+            steps.append({"level": _output_name(names[i]), "lateral": lateral, "top_down": top_down,
+                          "merged": merged, "output": self.output_convs[i](merged)})
+        return steps
+
 
 class SingleScaleNeck(nn.Module):
     """The baseline decoder of FPN's Figure 1(b): predict from the coarsest map alone.

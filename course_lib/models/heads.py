@@ -54,6 +54,11 @@ class SemanticFPNHead(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        # Logits of std ~1 at the start: with He init on the classifier too they have std ~5-8, the
+        # softmax is confidently wrong and the first CE is 3-10 instead of about log(num_classes);
+        # much smaller (std 0.01, as mmsegmentation) stalls short runs on "all background"
+        # (benchmarks/reference_study.py).
+        nn.init.normal_(self.classifier.weight, std=0.1)
 
     def forward(self, pyramid: dict[str, Tensor], output_size: tuple[int, int] | None = None) -> Tensor:
         maps = list(pyramid.values())
