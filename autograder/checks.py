@@ -62,10 +62,11 @@ def kernel_files(resources: dict, course_root: str) -> tuple[dict[str, Path], li
     must leave (probe results, the final assignment's export)."""
     assignment = resources["nbgrader"]["assignment"]
     cache = _cache(assignment, course_root)
-    outputs = list(verdicts.probe_outputs(cache).values())
+    inputs, outputs = verdicts.probe_inputs(cache), list(verdicts.probe_outputs(cache).values())
     if assignment == trusted.ASSIGNMENT:
         outputs.append(trusted.MODEL_FILE)
-    return verdicts.probe_inputs(cache), outputs
+        inputs = {**inputs, trusted.CALIBRATION_FILE.name: trusted.CALIBRATION_FILE}  # the notebook shows it
+    return inputs, outputs
 
 
 def _failed_check(err: Exception) -> dict:

@@ -76,8 +76,8 @@ torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
 data = DataLoader(ShapesDataset(size, size=image_size, seed=seed), batch_size=32)
 miou = evaluate(model.float().to(device), data, num_classes=5, device=device, amp=False)["miou"]
 training = state.get("training")
-if not (isinstance(training, dict) and all(isinstance(k, str) and type(v) is int for k, v in training.items())):
-    training = None
+training = {k: training[k] for k in ("images_seen", "steps", "epochs", "image_size")
+            if type(training.get(k)) is int} if isinstance(training, dict) else None
 json.dump({"miou": float(miou), "reason": "", "training": training}, open("result.json", "w"))
 """
 
@@ -190,37 +190,51 @@ def verdicts(nb, left_files: dict, course_root: str | Path) -> tuple[dict[str, s
              for cell, ok, threshold in zip(GRADE_CELLS, passed, thresholds(budget))}
     note = (f"hidden-split mIoU {shown} (budget {budget}): {sum(passed)} of 3 cells pass"
             + (f" ({reason})" if reason else ""))
-    if miou is not None:
-        note += f"; {budget_flag(training, params)}"
-    outside = training_outside_training_cells(nb)
-    if outside:
-        note += f"; TRAINS OUTSIDE THE TRAINING CELLS: {'; '.join(outside)}"
+    try:  # flags for the instructor: whatever happens here, the verdicts above stand
+        if miou is not None:
+            note += f"; {budget_flag(training, params)}"
+        outside = training_outside_training_cells(nb)
+        if outside:
+            note += f"; TRAINS OUTSIDE THE TRAINING CELLS: {'; '.join(outside)}"
+    except Exception as err:  # noqa: BLE001
+        note += f"; budget flags not computed ({type(err).__name__}: {err})"[:200]
     return cells, note
 
 
-TRAINING_TAG = "training"  # the locked cells that train within the budget
 TRAINING_CALLS = {"fit", "train_step", "my_train_step", "backward", "step"}
+
+
+def _locked_in_source() -> set[str]:
+    """Grade ids of the assignment's locked cells, read from the instructor's source (the
+    notebook's own metadata, ``locked`` and tags alike, is the student's to edit)."""
+    import nbformat
+
+    from autograder.course import solution_path
+
+    nb = nbformat.read(solution_path(ASSIGNMENT), as_version=4)
+    return {c.metadata["nbgrader"]["grade_id"] for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("locked")}
 
 
 def training_outside_training_cells(nb) -> list[str]:
     """Cells the student can edit (solution cells, cells of their own) that train at run
     time: a call of ``fit``, ``train_step``, ``my_train_step``, ``.backward()`` or ``.step()``
-    outside a function or class body. The locked cells tagged ``training`` are the ones the
-    budget is for; a training step *defined* in a solution cell is fine. Returns one
-    description per offending cell."""
-    found = []
+    outside a function body. The source's locked cells (which nbgrader restores) are the
+    ones the budget is for; a training step *defined* in a solution cell is fine. Returns one
+    description per offending cell, and one per cell that could not be read."""
+    locked, found = _locked_in_source(), []
     for index, cell in enumerate(nb.cells):
-        meta = cell.get("metadata", {})
-        if cell.get("cell_type") != "code" or meta.get("nbgrader", {}).get("locked") or TRAINING_TAG in meta.get("tags", []):
+        grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
+        if cell.get("cell_type") != "code" or grade_id in locked:
             continue
+        where = grade_id or f"cell {index}"
         try:
             tree = ast.parse(_magics_as_python(cell.source))
-        except SyntaxError:
+        except (SyntaxError, ValueError, RecursionError) as err:
+            found.append(f"{where} could not be read ({type(err).__name__})")
             continue
-        calls = sorted({name for statement in tree.body if not isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        calls = sorted({name for statement in tree.body if not isinstance(statement, (ast.FunctionDef, ast.AsyncFunctionDef))
                         for name in _called_names(statement) if name in TRAINING_CALLS})
         if calls:
-            where = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") or f"cell {index}"
             found.append(f"{where} calls {', '.join(calls)}")
     return found
 
@@ -242,7 +256,8 @@ def _magics_as_python(source: str) -> str:
 
 
 def _called_names(node: ast.AST) -> set[str]:
-    """Names of the functions and methods called in ``node``, not descending into definitions."""
+    """Names of the functions and methods called in ``node``, not descending into function
+    definitions (a class body runs when it is defined: it is searched)."""
     names, todo = set(), [node]
     while todo:
         current = todo.pop()
@@ -250,7 +265,7 @@ def _called_names(node: ast.AST) -> set[str]:
             func = current.func
             names.add(func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else "")
         todo.extend(child for child in ast.iter_child_nodes(current)
-                    if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)))
+                    if not isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)))
     return names
 
 

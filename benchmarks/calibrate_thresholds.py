@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import time
 from pathlib import Path
@@ -77,6 +78,19 @@ def background_everywhere_miou(p: dict) -> float:
     return cm.mean_iou()
 
 
+def thresholds_from(reference: list[float], weaker: list[float], trivial: float) -> tuple[list[float], float]:
+    """(the three thresholds, the margin) from the calibration runs: see the module docstring.
+    Rounded down to 0.01, so that the margin below the worst reference run is never smaller."""
+    margin = max(MIN_MARGIN, 3 * statistics.pstdev(reference))
+    top = math.floor((min(reference) - margin) * 100) / 100
+    if top - 0.02 < trivial + 0.02:
+        raise ValueError(f"the reference ({min(reference):.3f} at worst) is too close to predicting background "
+                         f"everywhere ({trivial:.3f}) for three thresholds: give the budget more steps")
+    bottom = min(max(statistics.median(weaker), trivial + 0.02), top - 0.02)
+    bottom = math.ceil(bottom * 100) / 100
+    return [bottom, math.floor((bottom + top) / 2 * 100) / 100, top], margin
+
+
 def calibrate(budget: str, seeds: list[int]) -> dict:
     p = budget_settings(budget)
     trivial = background_everywhere_miou(p)
@@ -87,12 +101,7 @@ def calibrate(budget: str, seeds: list[int]) -> dict:
             miou, seconds = train_and_score(p, seed, epochs)
             runs[name].append({"seed": seed, "miou": round(miou, 4), "seconds": round(seconds, 1)})
             print(f"{budget:5s} {name:9s} seed {seed}: mIoU {miou:.4f} in {seconds:.0f} s", flush=True)
-    ref = [r["miou"] for r in runs["reference"]]
-    weak = [r["miou"] for r in runs["weaker"]]
-    margin = max(MIN_MARGIN, 3 * statistics.pstdev(ref))
-    top = round(min(ref) - margin, 2)
-    bottom = round(min(max(statistics.median(weak), trivial + 0.02), top - 0.02), 2)
-    thresholds = [bottom, round((bottom + top) / 2, 2), top]
+    thresholds, margin = thresholds_from([r["miou"] for r in runs["reference"]], [r["miou"] for r in runs["weaker"]], trivial)
     return {
         "settings": {k: p[k] for k in ("image_size", "train_size", "batch_size", "epochs", "fpn_channels", "head_channels", "lr")},
         "weaker_setting": f"the same with a quarter of the steps ({weaker_epochs:g} epochs)",
@@ -111,11 +120,11 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     path = trusted.CALIBRATION_FILE
     data = json.loads(path.read_text()) if path.exists() else {"budgets": {}}
+    data["version"] = data.get("version", 0) + 1
     for budget in args.budgets.split(","):
         data["budgets"][budget] = calibrate(budget, list(range(args.seeds)))
-        data["version"] = data.get("version", 0) + 1
         data["torch"] = torch.__version__
-        path.write_text(json.dumps(data, indent=1) + "\n")
+        path.write_text(json.dumps(data, indent=1) + "\n")  # after each budget: a long run keeps what it has
         print(f"{budget}: thresholds {data['budgets'][budget]['thresholds']} -> {path}")
 
 

@@ -7,7 +7,7 @@ and the held-out mIoU of the shape classes by object size. Rows are appended to
 ``<out>/rows.jsonl`` (a rerun skips rows already there) and the table is printed as markdown::
 
     python -m benchmarks.reference_study --out build/study            # every row, in order
-    python -m benchmarks.reference_study --rows old_defaults,reference
+    python -m benchmarks.reference_study --rows "old defaults,lr 6e-3"
 
 Knobs beyond REFERENCE_CPU's keys: ``arch`` (fpn / single_scale), ``classifier_init``
 (``"he"`` reproduces the old He-initialised classifier, ``"small"`` the library's, a number

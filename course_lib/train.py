@@ -144,11 +144,12 @@ def _time_layout(channels_last: bool, repeats: int = 3) -> float:
     if channels_last:
         stage, x = stage.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
     best = math.inf
-    for k in range(repeats + 1):  # the first pass warms oneDNN's kernel cache
-        started = time.perf_counter()
-        stage(x).sum().backward()
-        if k:
-            best = min(best, time.perf_counter() - started)
+    with torch.enable_grad():  # fit may be called under no_grad
+        for k in range(repeats + 1):  # the first pass warms oneDNN's kernel cache
+            started = time.perf_counter()
+            stage(x).sum().backward()
+            if k:
+                best = min(best, time.perf_counter() - started)
     return best
 
 
@@ -361,6 +362,7 @@ def fit(
     # What this model was trained with, summed over every fit call; save_checkpoint exports it
     # with the weights, so a grader can compare it with the budget the assignment pins.
     budget = getattr(model, "training_budget", None) or {"images_seen": 0, "steps": 0, "epochs": 0, "image_size": 0}
+    model.training_budget = budget  # counted as it goes: an interrupted fit is recorded too
     for epoch in range(start_epoch, epochs):
         started, sums, count = time.perf_counter(), {}, 0
         for images, masks in train_loader:
@@ -386,7 +388,6 @@ def fit(
         epoch_values["seconds"] = time.perf_counter() - started
         history.log(history.epoch, epoch_values)
         budget["epochs"] += 1
-        model.training_budget = budget
         if checkpoint is not None:
             save_checkpoint(checkpoint, model, optimizer, history, epoch=epoch + 1)
     bar.close()

@@ -74,8 +74,16 @@ def test_training_outside_the_training_cells_is_flagged():
             cell.source += "\nfor _ in range(3):\n    my_train_step(model, images, masks, loss_fn, opt)\n"
     nb.cells.append(nbformat.v4.new_code_cell("%time history = fit(model, loader, None, loss, epochs=50)"))
     nb.cells.append(nbformat.v4.new_code_cell("def later(model):\n    loss.backward()\n    opt.step()"))  # only defined
-    assert trusted.training_outside_training_cells(nb) == [
-        "training_settings calls my_train_step", f"cell {len(nb.cells) - 2} calls fit"]
+    nb.cells.append(nbformat.v4.new_code_cell("class Sneaky:\n    history = fit(model, loader, None, loss, epochs=9)"))
+    sneaky = nbformat.v4.new_code_cell("history = fit(model, loader, None, loss, epochs=9)")
+    sneaky.metadata["tags"] = ["training"]  # the student's own tag exempts nothing
+    nb.cells.append(sneaky)
+    nb.cells.append(nbformat.v4.new_code_cell("x = 1\0"))
+    n = len(nb.cells)
+    flags = trusted.training_outside_training_cells(nb)
+    assert flags[:-1] == ["training_settings calls my_train_step", f"cell {n - 5} calls fit", f"cell {n - 3} calls fit",
+                          f"cell {n - 2} calls fit"]
+    assert flags[-1].startswith(f"cell {n - 1} could not be read")  # a null byte: ValueError or SyntaxError
 
 
 def test_a_missing_or_malformed_calibration_fails_the_cells_closed(tmp_path, monkeypatch):
