@@ -32,7 +32,7 @@ from nbgrader.utils import determine_grade, is_grade
 from traitlets import Float, Unicode
 from traitlets.config import Configurable
 
-from autograder import course_secrets, trusted, verdicts
+from autograder import course_secrets, reference_use, trusted, verdicts
 from autograder.sandbox import LeftFile
 
 CHECK_FAILED = "TrustedCheckFailed"  # ename of the error output a failed guarded cell gets
@@ -54,6 +54,7 @@ def _cache(assignment: str, course_root: str) -> Path:
 def guarded_cells(assignment: str, course_root: str) -> list[str]:
     """The grade ids whose points only a check out of the kernel can give."""
     cells = verdicts.probed_cells(_cache(assignment, course_root))
+    cells += [g for g in reference_use.forbidden_references(assignment) if g not in cells]
     return cells + list(trusted.GRADE_CELLS) if assignment == trusted.ASSIGNMENT else cells
 
 
@@ -85,6 +86,18 @@ def _verify(assignment: str, nb: NotebookNode, left: dict, course_root: str) -> 
             cells[grade_id] = _failed_check(err)
             continue
         cells[grade_id] = {"ok": not reason, "reason": reason, "check_failed": False}
+    # An exercise solved by calling the reference it re-implements gets nothing, probe or not.
+    for grade_id, references in reference_use.forbidden_references(assignment).items():
+        try:
+            uses = reference_use.reference_uses(nb, assignment, references)
+        except Exception as err:  # this cell fails closed, the others keep their verdicts
+            cells[grade_id] = _failed_check(err)
+            continue
+        if uses:
+            cells[grade_id] = {"ok": False, "check_failed": False,
+                               "reason": f"the reference it re-implements is used: {'; '.join(uses)}"[:300]}
+        else:
+            cells.setdefault(grade_id, {"ok": True, "reason": "", "check_failed": False})
     if assignment == trusted.ASSIGNMENT:
         try:
             scored, note = trusted.verdicts(nb, left, course_root)

@@ -78,6 +78,8 @@ miou = evaluate(model.float().to(device), data, num_classes=5, device=device, am
 training = state.get("training")
 training = {k: training[k] for k in ("images_seen", "steps", "epochs", "image_size")
             if type(training.get(k)) is int} if isinstance(training, dict) else None
+if training is not None:
+    training.update(fpn_channels=config["fpn_channels"], head_channels=config["head_channels"])
 json.dump({"miou": float(miou), "reason": "", "training": training}, open("result.json", "w"))
 """
 
@@ -204,24 +206,15 @@ def verdicts(nb, left_files: dict, course_root: str | Path) -> tuple[dict[str, s
 TRAINING_CALLS = {"fit", "train_step", "my_train_step", "backward", "step"}
 
 
-def _locked_in_source() -> set[str]:
-    """Grade ids of the assignment's locked cells, read from the instructor's source (the
-    notebook's own metadata, ``locked`` and tags alike, is the student's to edit)."""
-    import nbformat
-
-    from autograder.course import solution_path
-
-    nb = nbformat.read(solution_path(ASSIGNMENT), as_version=4)
-    return {c.metadata["nbgrader"]["grade_id"] for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("locked")}
-
-
 def training_outside_training_cells(nb) -> list[str]:
     """Cells the student can edit (solution cells, cells of their own) that train at run
     time: a call of ``fit``, ``train_step``, ``my_train_step``, ``.backward()`` or ``.step()``
     outside a function body. The source's locked cells (which nbgrader restores) are the
     ones the budget is for; a training step *defined* in a solution cell is fine. Returns one
     description per offending cell, and one per cell that could not be read."""
-    locked, found = _locked_in_source(), []
+    from autograder.reference_use import locked_in_source  # the instructor's source, read once
+
+    locked, found = locked_in_source(ASSIGNMENT), []
     for index, cell in enumerate(nb.cells):
         grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
         if cell.get("cell_type") != "code" or grade_id in locked:
@@ -283,5 +276,8 @@ def budget_flag(training: dict | None, params: dict) -> str:
         over.append(f"{seen:,} images seen > {allowed:,} allowed")
     if size > int(params.get("image_size", size)):
         over.append(f"images of {size} px > {params['image_size']} px")
+    for width in ("fpn_channels", "head_channels"):  # the widths come from the export's config
+        if isinstance(training.get(width), int) and training[width] > int(params.get(width, training[width])):
+            over.append(f"{width} {training[width]} > {params[width]}")
     record = f"trained on {seen:,} images in {training.get('epochs', 0)} epoch(s) of up to {size} px"
     return f"OVER BUDGET: {'; '.join(over)} ({record})" if over else record

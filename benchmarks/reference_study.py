@@ -20,17 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from course_lib.data import ShapesDataset, make_loaders
-from course_lib.losses import CombinedLoss
-from course_lib.models import ResNetFPN, SingleScaleSegmenter
-from course_lib.train import REFERENCE_CPU, evaluate, evaluate_by_object_size, fit
+from course_lib.data import ShapesDataset
+from course_lib.demo import train_reference
+from course_lib.train import REFERENCE_CPU, evaluate, evaluate_by_object_size
 
 OLD = dict(classifier_init="he", normalize=False, channels_last="1")  # the library before this study
 STD001 = dict(classifier_init=0.01)  # the first small init tried (mmsegmentation's)
@@ -56,20 +54,15 @@ def train_row(settings: dict, progress: bool = False) -> dict:
         os.environ.pop("COURSE_LIB_CHANNELS_LAST", None)
     else:
         os.environ["COURSE_LIB_CHANNELS_LAST"] = s["channels_last"]
-    train, val = make_loaders(s["train_size"], s["val_size"], s["batch_size"], size=s["size"], seed=s["seed"])
     test = ShapesDataset(s["test_size"], size=s["size"], seed=s["test_seed"])
-    cls = {"fpn": ResNetFPN, "single_scale": SingleScaleSegmenter}[s["arch"]]
-    torch.manual_seed(s["seed"])
-    model = cls(train.dataset.num_classes, backbone=s["backbone"], fpn_channels=s["fpn_channels"],
-                head_channels=s["head_channels"], normalize=s["normalize"])
-    if s["classifier_init"] == "he":
-        nn.init.kaiming_normal_(model.head.classifier.weight, mode="fan_out", nonlinearity="relu")
-    elif s["classifier_init"] != "small":  # a number: the std of a normal init
-        nn.init.normal_(model.head.classifier.weight, std=float(s["classifier_init"]))
-    started = time.perf_counter()
-    history = fit(model, train, val, CombinedLoss(ce=1.0, dice=1.0, iou=1.0), epochs=s["epochs"], lr=s["lr"],
-                  seed=s["seed"], progress=progress)
-    seconds = time.perf_counter() - started
+
+    def init(model: nn.Module) -> None:
+        if s["classifier_init"] == "he":
+            nn.init.kaiming_normal_(model.head.classifier.weight, mode="fan_out", nonlinearity="relu")
+        elif s["classifier_init"] != "small":  # a number: the std of a normal init
+            nn.init.normal_(model.head.classifier.weight, std=float(s["classifier_init"]))
+
+    model, history, seconds, _, val = train_reference(s, s["arch"], progress=progress, init=init)
     first_ce = history.step["loss_ce"][0] if history.step.get("loss_ce") else float("nan")
     return {"settings": s, "train_seconds": seconds, "first_ce": first_ce,
             "val_miou": evaluate(model, val)["miou"],

@@ -10,6 +10,7 @@ one they get::
 :class:`ShapesDataset` ships with the package (no download) and is built for studying
 scale: object sizes span more than 8× in every image, so small-versus-large comparisons
 (:func:`size_bins`) are meaningful. :class:`OxfordPets` is the real-image counterpart.
+:class:`Augment` jitters training batches (flips, scale, colour).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -233,6 +235,73 @@ def make_loaders(
     return train_loader, val_loader
 
 
+# --------------------------------------------------------------------------- augmentation
+
+
+class Augment:
+    """Random flips, scale jitter and colour jitter of a training batch, drawn per image.
+
+    Called as ``images, masks = augment(images, masks)`` on a batch ``(N, 3, H, W)`` /
+    ``(N, H, W)``, on whatever device it lives (:func:`course_lib.train.fit` applies it after
+    moving the batch, so on a GPU it costs next to nothing). Every image gets its own draw
+    (torchvision's ``transforms.v2`` would draw once per call, i.e. per batch). The geometry
+    is applied to image and mask alike (the mask with nearest neighbour, so no new class ids);
+    the colour only to the image.
+
+    Args:
+        hflip, vflip: probability of a horizontal / vertical flip.
+        scale: ``(low, high)`` range of the zoom factor, drawn log-uniformly; > 1 zooms in
+            (objects grow), < 1 zooms out (the border is filled by reflection, in image and
+            mask alike). ``None`` or ``(1, 1)``: no scale jitter.
+        color: strength ``c`` of the colour jitter: brightness, contrast and saturation
+            factors drawn from ``[1 - c, 1 + c]``, as in ``torchvision.transforms.ColorJitter``.
+        seed: seeds the draws (same seed, same augmentations, on any device).
+    """
+
+    def __init__(self, hflip: float = 0.5, vflip: float = 0.0, scale: tuple[float, float] | None = (0.8, 1.25),
+                 color: float = 0.2, seed: int = 0) -> None:
+        if not (0 <= hflip <= 1 and 0 <= vflip <= 1):
+            raise ValueError(f"flip probabilities must be in [0, 1], got hflip={hflip}, vflip={vflip}")
+        if scale is not None and not (0 < scale[0] <= scale[1]):
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {scale}")
+        if not 0 <= color < 1:
+            raise ValueError(f"color must be in [0, 1), got {color}")
+        self.hflip, self.vflip, self.scale, self.color = float(hflip), float(vflip), scale, float(color)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __repr__(self) -> str:
+        return f"Augment(hflip={self.hflip}, vflip={self.vflip}, scale={self.scale}, color={self.color})"
+
+    def _uniform(self, n: int, low: float, high: float) -> Tensor:
+        return low + (high - low) * torch.rand(n, generator=self.generator)
+
+    def __call__(self, images: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
+        n, device = images.shape[0], images.device
+        # Geometry as one affine map per image: flips are a sign, the zoom a factor.
+        sx = torch.where(torch.rand(n, generator=self.generator) < self.hflip, -1.0, 1.0)
+        sy = torch.where(torch.rand(n, generator=self.generator) < self.vflip, -1.0, 1.0)
+        zoom = torch.ones(n)
+        if self.scale is not None and tuple(self.scale) != (1, 1):
+            zoom = torch.exp(self._uniform(n, math.log(self.scale[0]), math.log(self.scale[1])))
+        if self.hflip or self.vflip or not torch.all(zoom == 1):
+            theta = torch.zeros(n, 2, 3)
+            theta[:, 0, 0], theta[:, 1, 1] = sx / zoom, sy / zoom
+            grid = F.affine_grid(theta.to(device, images.dtype), list(images.shape), align_corners=False)
+            images = F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+            masks = F.grid_sample(masks[:, None].to(images.dtype), grid, mode="nearest", padding_mode="reflection",
+                                  align_corners=False)[:, 0].round().to(masks.dtype)
+        if self.color:
+            brightness, contrast, saturation = (self._uniform(n, 1 - self.color, 1 + self.color).to(device, images.dtype)
+                                                .view(n, 1, 1, 1) for _ in range(3))
+            images = images * brightness
+            mean = images.mean(dim=(1, 2, 3), keepdim=True)
+            images = (images - mean) * contrast + mean
+            grey = (images * torch.tensor([0.299, 0.587, 0.114], device=device, dtype=images.dtype).view(1, 3, 1, 1)
+                    ).sum(dim=1, keepdim=True)
+            images = ((images - grey) * saturation + grey).clamp(0, 1)
+        return images, masks
+
+
 # --------------------------------------------------------------------------- generation
 
 
@@ -372,63 +441,129 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray
 
 # --------------------------------------------------------------------------- Oxford-IIIT Pet
 
+PETS_URL = "https://www.robots.ox.ac.uk/~vgg/data/pets/"
+"""Home page of Oxford-IIIT Pet; torchvision downloads ``data/images.tar.gz`` (~790 MB) and
+``data/annotations.tar.gz`` (~19 MB) from there."""
+
+_TRIMAP_TO_CLASS = np.full(256, IGNORE_INDEX, dtype=np.int64)
+_TRIMAP_TO_CLASS[1], _TRIMAP_TO_CLASS[2], _TRIMAP_TO_CLASS[3] = 1, 0, IGNORE_INDEX  # pet, background, border
+# Any other value (there is none in the release) is ignored rather than mislabelled.
+
 
 class OxfordPets(Dataset):
     """Oxford-IIIT Pet (Parkhi et al., 2012) as foreground/background segmentation.
 
     Wraps :class:`torchvision.datasets.OxfordIIITPet` with ``target_types="segmentation"``.
-    Trimap values map to classes: 1 (pet) → 1, 2 (background) → 0, 3 (border) →
-    ``ignore_index`` (255). Images are resized to ``size × size`` bilinearly, masks with
-    nearest neighbour (interpolating class ids would invent classes).
+    Trimap values map to classes: 1 (pet) → 1, 2 (background) → 0, 3 (border /
+    unclassified) → ``ignore_index`` (:data:`IGNORE_INDEX`, 255), which
+    :class:`~course_lib.losses.CombinedLoss` and the metrics skip when given it.
+
+    Every image is resized to ``size × size``, stretching it (the images are 4:3 or 3:4 at
+    most, mostly, so the stretch stays below about 1.5×): a centre crop would keep the
+    aspect but cut off pets that are not centred, and their border pixels with them. The
+    image is resized bilinearly with antialiasing (PIL widens the filter when it shrinks an
+    image), the mask with nearest neighbour (interpolating class ids would invent classes).
+
+    The data are never downloaded behind your back: with ``download=False`` (the default)
+    missing files raise :class:`FileNotFoundError` saying where to put them. The course
+    machines run offline; on a machine that is online ``download=True`` fetches the two
+    archives (about 800 MB) into ``root/oxford-iiit-pet`` and extracts them there.
 
     Args:
         root: folder holding (or to receive) ``oxford-iiit-pet/images/*.jpg``,
             ``oxford-iiit-pet/annotations/trimaps/*.png`` and
             ``oxford-iiit-pet/annotations/{trainval,test}.txt``.
         split: ``"trainval"`` (3,680 images) or ``"test"`` (3,669).
-        size: side of the output images and masks.
-        download: fetch the ~800 MB archives from the VGG site if missing (needs internet).
+        size: side of the output images and masks, >= 1.
+        download: fetch and extract the archives from the VGG site if files are missing.
+        limit: keep only the first ``limit`` images of the split (``None``: all), for quick runs.
 
     Shape: ``ds[i]`` → ``(image (3, size, size) float32 in [0, 1], mask (size, size) int64)``.
+
+    Raises:
+        FileNotFoundError: the files are missing and ``download`` is False.
+        RuntimeError: ``download`` is True and the download failed (e.g. no internet).
     """
 
     num_classes: int = 2
     class_names: tuple[str, ...] = ("background", "pet")
     ignore_index: int = IGNORE_INDEX
 
-    def __init__(self, root: str | os.PathLike, split: str = "trainval", size: int = 128, download: bool = False):
-        from torchvision.datasets import OxfordIIITPet  # torchvision is slow to import
-
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "trainval",
+        size: int = 128,
+        download: bool = False,
+        limit: int | None = None,
+    ) -> None:
         if split not in ("trainval", "test"):
             raise ValueError(f"split must be 'trainval' or 'test', got {split!r}")
+        if int(size) < 1:
+            raise ValueError(f"size must be >= 1, got {size}")
+        if limit is not None and int(limit) < 0:
+            raise ValueError(f"limit must be None or >= 0, got {limit}")
+        from torchvision.datasets import OxfordIIITPet  # torchvision is slow to import
+
+        self.root, self.split, self.size = Path(root), split, int(size)
+        base = self.root / "oxford-iiit-pet"
+        if not self.available(root, split):
+            if not download:
+                missing = ", ".join(str(p) for p in _pets_required_paths(base, split) if not p.exists())
+                raise FileNotFoundError(
+                    f"Oxford-IIIT Pet not found under {base} (missing {missing}). {_pets_how_to_get(base)} "
+                    f"Or pass download=True on a machine that is online (about 800 MB)."
+                )
+            try:
+                OxfordIIITPet(root, split=split, target_types="segmentation", download=True)
+            except OSError as err:  # urllib's URLError is an OSError; so is a full disk
+                raise RuntimeError(
+                    f"could not download Oxford-IIIT Pet ({err}). The course machines run offline. "
+                    f"{_pets_how_to_get(base)}"
+                ) from err
+            if not self.available(root, split):
+                raise RuntimeError(f"the Oxford-IIIT Pet download did not produce the expected files. "
+                                   f"{_pets_how_to_get(base)}")
+        self._pets = OxfordIIITPet(root, split=split, target_types="segmentation", download=False)
+        total = len(self._pets)
+        self.n = total if limit is None else min(int(limit), total)
+
+    @classmethod
+    def available(cls, root: str | os.PathLike, split: str | None = None) -> bool:
+        """Whether the files of ``split`` (``None``: both splits) are under ``root/oxford-iiit-pet``.
+
+        Checks the folder layout and the split lists, not every image: a partially extracted
+        ``images/`` folder shows as a missing file when an item is read."""
+        splits = ("trainval", "test") if split is None else (split,)
         base = Path(root) / "oxford-iiit-pet"
-        needed = [base / "images", base / "annotations" / "trimaps", base / "annotations" / f"{split}.txt"]
-        missing = [p for p in needed if not p.exists()]
-        if missing and not download:
-            raise FileNotFoundError(
-                f"Oxford-IIIT Pet not found under {base} (missing {', '.join(str(p) for p in missing)}). "
-                f"Pass download=True on a machine that is online (about 800 MB), or copy the extracted "
-                f"images/ and annotations/ folders there."
-            )
-        self.size = int(size)
-        self.split = split
-        self._pets = OxfordIIITPet(root, split=split, target_types="segmentation", download=download)
-        # Trimap value -> class id; anything unexpected is ignored rather than mislabelled.
-        self._lut = np.full(256, IGNORE_INDEX, dtype=np.int64)
-        self._lut[1], self._lut[2], self._lut[3] = 1, 0, IGNORE_INDEX
+        return all(p.exists() for s in splits for p in _pets_required_paths(base, s))
 
     def __len__(self) -> int:
-        return len(self._pets)
+        return self.n
 
     def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
         from PIL import Image
 
-        image, trimap = self._pets[i]
+        if not -self.n <= i < self.n:
+            raise IndexError(f"index {i} out of range for a dataset of {self.n} items")
+        image, trimap = self._pets[i % self.n]
         image = image.convert("RGB").resize((self.size, self.size), Image.BILINEAR)
         trimap = trimap.resize((self.size, self.size), Image.NEAREST)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1).contiguous()
-        mask = torch.from_numpy(self._lut[np.asarray(trimap, dtype=np.uint8)])
+        mask = torch.from_numpy(_TRIMAP_TO_CLASS[np.asarray(trimap, dtype=np.uint8)])
         return pixels, mask
 
     def __repr__(self) -> str:
-        return f"OxfordPets(split={self.split!r}, size={self.size}, n={len(self)})"
+        return f"OxfordPets(root={str(self.root)!r}, split={self.split!r}, size={self.size}, n={len(self)})"
+
+
+def _pets_required_paths(base: Path, split: str) -> list[Path]:
+    return [base / "images", base / "annotations" / "trimaps", base / "annotations" / f"{split}.txt"]
+
+
+def _pets_how_to_get(base: Path) -> str:
+    return (
+        f"On a machine that is online, download {PETS_URL}data/images.tar.gz and "
+        f"{PETS_URL}data/annotations.tar.gz, extract both into {base} (giving {base}/images/*.jpg and "
+        f"{base}/annotations/trimaps/*.png, trainval.txt, test.txt) and copy that folder here."
+    )

@@ -12,9 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import matplotlib
+import torch
+from torch import nn
 from torch.utils.data import DataLoader
 
 matplotlib.use("Agg")
@@ -23,7 +27,7 @@ from course_lib.data import ShapesDataset, make_loaders  # noqa: E402
 from course_lib.device import resolve_device  # noqa: E402
 from course_lib.losses import CombinedLoss  # noqa: E402
 from course_lib.models import ResNetFPN, SingleScaleSegmenter  # noqa: E402
-from course_lib.train import REFERENCE_CPU, evaluate, evaluate_by_object_size, fit, predict  # noqa: E402
+from course_lib.train import REFERENCE_CPU, History, evaluate, evaluate_by_object_size, fit, predict  # noqa: E402
 from course_lib.viz import plot_loss_curves, show_predictions  # noqa: E402
 
 BUDGETS = {
@@ -33,20 +37,48 @@ BUDGETS = {
 }
 
 
+ARCHITECTURES = {"fpn": ResNetFPN, "single_scale": SingleScaleSegmenter}
+
+
+class TrainedReference(NamedTuple):
+    model: nn.Module
+    history: History
+    seconds: float
+    train_loader: DataLoader
+    val_loader: DataLoader
+
+
+def train_reference(settings: dict[str, Any], arch: str = "fpn", seed: int | None = None, validate: bool = True,
+                    device: str = "auto", progress: bool = False,
+                    init: Callable[[nn.Module], None] | None = None) -> TrainedReference:
+    """Train the course's reference model with ``settings`` (the keys of :data:`REFERENCE_CPU`;
+    ``normalize`` optional): CE + Dice + IoU, AdamW one-cycle, seeded by ``seed`` (default
+    ``settings["seed"]``). ``init(model)`` may change the fresh model first (the reference study
+    tries classifier inits); ``validate=False`` skips the per-epoch validation mIoU. The one
+    training recipe of ``make train``/``make reference``, the reference study and the threshold
+    calibration."""
+    seed = settings["seed"] if seed is None else seed
+    train, val = make_loaders(settings["train_size"], settings["val_size"], settings["batch_size"],
+                              size=settings["size"], seed=seed)
+    torch.manual_seed(seed)
+    model = ARCHITECTURES[arch](train.dataset.num_classes, backbone=settings["backbone"],
+                                fpn_channels=settings["fpn_channels"], head_channels=settings["head_channels"],
+                                normalize=settings.get("normalize", True))
+    if init is not None:
+        init(model)
+    started = time.perf_counter()
+    history = fit(model, train, val if validate else None, CombinedLoss(ce=1.0, dice=1.0, iou=1.0),
+                  epochs=settings["epochs"], lr=settings["lr"], device=device, seed=seed, progress=progress)
+    return TrainedReference(model, history, time.perf_counter() - started, train, val)
+
+
 def run(out: Path, settings: dict, device: str = "auto", progress: bool = True) -> dict:
     out.mkdir(parents=True, exist_ok=True)
-    train, val = make_loaders(settings["train_size"], settings["val_size"], settings["batch_size"],
-                              size=settings["size"], seed=settings["seed"])
     # held-out test split from a seed used nowhere else
     test = ShapesDataset(settings["test_size"], size=settings["size"], seed=settings["test_seed"])
     results = {"settings": settings, "device": str(resolve_device(device)), "models": {}}
-    for name, cls in (("fpn", ResNetFPN), ("single_scale", SingleScaleSegmenter)):
-        model = cls(train.dataset.num_classes, backbone=settings["backbone"],
-                    fpn_channels=settings["fpn_channels"], head_channels=settings["head_channels"])
-        started = time.perf_counter()
-        history = fit(model, train, val, CombinedLoss(ce=1.0, dice=1.0, iou=1.0), epochs=settings["epochs"],
-                      lr=settings["lr"], device=device, seed=settings["seed"], progress=progress)
-        seconds = time.perf_counter() - started
+    for name in ARCHITECTURES:
+        model, history, seconds, _, _ = train_reference(settings, name, device=device, progress=progress)
         scores = evaluate_by_object_size(model, test)
         test_miou = evaluate(model, DataLoader(test, batch_size=32))["miou"]
         results["models"][name] = {"train_seconds": seconds, "test_miou": test_miou,

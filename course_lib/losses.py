@@ -1,4 +1,4 @@
-"""Soft Dice and IoU (Jaccard) losses on logits, and CE + Dice + IoU (notebook 03).
+"""Soft Dice and IoU (Jaccard) losses on logits, Lovász-Softmax, and CE + Dice + IoU (notebook 03).
 
 Modes:
 
@@ -53,10 +53,25 @@ How other libraries relate (checked by ``tests/test_losses.py``):
       iou_loss(smooth=s)   == smp.JaccardLoss(smooth=s) · C / P
 
   (``C = 1`` in binary mode, where smp returns 0 for an empty target and we do not).
+
+Lovász-Softmax (Berman, Rannen Triki, Blaschko, CVPR 2018), :func:`lovasz_softmax`: per class
+``c``, with the pixels of the whole batch flattened, the errors ``m_i = |g_i − p_i|`` sorted in
+decreasing order, ``m_π1 ≥ … ≥ m_πP``, and the Jaccard loss of the first ``k`` of them,
+``Δ_k = 1 − |G ∖ {π1..πk}| / |G ∪ {π1..πk}|`` (``G`` the pixels of class ``c``)::
+
+    loss_c = Σ_k m_πk · (Δ_k − Δ_{k−1}),      Δ_0 = 0                  (the Lovász extension)
+    loss   = mean of loss_c over the classes present in the target (``classes="present"``)
+
+``lovasz_grad`` computes the weights ``Δ_k − Δ_{k−1}`` from the sorted target. On confident
+(0/1) probabilities ``loss_c = 1 − IoU_c`` of the hard masks. It equals smp 0.6
+``LovaszLoss(mode="multiclass", per_image=False, ignore_index=...)`` (softmax of the logits,
+pixels of ``ignore_index`` dropped, classes present in the target), except that every pixel
+ignored gives a 0 scalar here and an empty tensor there.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -98,6 +113,70 @@ def iou_loss(
     Same arguments, shapes and empty-target convention as :func:`dice_loss`.
     """
     return _soft_loss(logits, target, "iou", mode, smooth, ignore_index)
+
+
+def lovasz_grad(gt_sorted: Tensor) -> Tensor:
+    """The weights of the Lovász extension of the Jaccard loss, given the target sorted by error.
+
+    ``gt_sorted``: 0/1 values (bool, integer or float) ``(..., P)``, the ground truth of one
+    class at the pixels sorted by decreasing error, ``P >= 1``. Returns ``(..., P)`` floats
+    (the input's float dtype, float32 for bool/integer input): ``w_k = Δ_k − Δ_{k−1}`` with
+    ``Δ_k = 1 − (|G| − Σ_{i≤k} g_i) / (|G| + Σ_{i≤k} (1 − g_i))`` the Jaccard loss when the first
+    ``k`` pixels are wrong and ``Δ_0 = 0`` (Berman et al. 2018, Alg. 1). The weights are
+    ``>= 0`` and sum to ``Δ_P = 1`` when ``G`` is not empty (to 1 as well when it is: then
+    ``Δ_k = 1`` for every ``k >= 1``). Leading dimensions are independent rows.
+    """
+    if gt_sorted.dim() < 1 or gt_sorted.shape[-1] < 1:
+        raise ValueError(f"gt_sorted must have at least one pixel in its last dimension, got {tuple(gt_sorted.shape)}")
+    g = gt_sorted if gt_sorted.is_floating_point() else gt_sorted.float()
+    total = g.sum(dim=-1, keepdim=True)
+    intersection = total - g.cumsum(dim=-1)  # target pixels not among the first k errors
+    union = total + (1 - g).cumsum(dim=-1)  # target pixels and the false positives among them; >= 1
+    jaccard = 1 - intersection / union
+    return torch.cat([jaccard[..., :1], jaccard[..., 1:] - jaccard[..., :-1]], dim=-1)
+
+
+def lovasz_softmax(
+    logits: Tensor, target: Tensor, classes: str | Sequence[int] = "present", ignore_index: int | None = None
+) -> Tensor:
+    """The Lovász-Softmax loss: a convex surrogate of ``1 − IoU``, per class over the whole batch.
+
+    Shape: logits ``(N, C, *spatial)`` with ``C >= 2``, target ``(N, *spatial)`` integer labels in
+    ``[0, C)`` or ``ignore_index`` → a scalar. ``p = softmax(logits)`` in float32 (float64 stays
+    float64), autocast off; the pixels of all images form one set (smp's ``per_image=False``);
+    ignored pixels are dropped. ``classes``: ``"present"`` averages over the classes in the
+    (non-ignored) target, ``"all"`` over all ``C`` (an absent class costs its largest
+    probability), a sequence of class indices over those. See the module docstring for the
+    formula. No pixel left, or no class to average: a 0 connected to the graph.
+    """
+    labels, valid = _check_inputs(logits, target, "multiclass", ignore_index)
+    n_classes = logits.shape[1]
+    if isinstance(classes, str):
+        if classes not in ("present", "all"):
+            raise ValueError(f"classes must be 'present', 'all' or a sequence of class indices, got {classes!r}")
+        chosen = None
+    else:
+        chosen = torch.as_tensor(list(classes), dtype=torch.long, device=logits.device)
+        if chosen.numel() and (chosen.min() < 0 or chosen.max() >= n_classes):
+            raise ValueError(f"classes must be in [0, {n_classes}), got {list(classes)}")
+    with torch.autocast(logits.device.type, enabled=False):
+        probs = logits.to(_compute_dtype(logits)).softmax(dim=1)
+        probs = probs.movedim(1, -1).reshape(-1, n_classes)  # (P, C), the pixels of the whole batch
+        labels = labels.reshape(-1)
+        if valid is not None:
+            keep = valid.reshape(-1)
+            probs, labels = probs[keep], labels[keep]
+        if labels.numel() == 0:
+            return probs.sum() * 0
+        fg = F.one_hot(labels, n_classes).T.to(probs.dtype)  # (C, P)
+        errors = (fg - probs.T).abs()
+        errors_sorted, order = torch.sort(errors, dim=1, descending=True)
+        per_class = (errors_sorted * lovasz_grad(fg.gather(1, order))).sum(dim=1)  # (C,)
+        if chosen is None:
+            chosen = (fg.sum(dim=1) > 0).nonzero().squeeze(1) if classes == "present" else torch.arange(n_classes)
+        if chosen.numel() == 0:
+            return per_class.sum() * 0
+        return per_class[chosen.to(per_class.device)].mean()
 
 
 class _SoftLoss(nn.Module):

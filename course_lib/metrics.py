@@ -1,4 +1,4 @@
-"""Segmentation metrics: a dataset-wide confusion matrix, IoU and Dice (notebook 03).
+"""Segmentation metrics: a dataset-wide confusion matrix, IoU and Dice of masks (notebook 03).
 
 The mean IoU of a dataset is computed from counts accumulated over every image, not as
 the mean of per-image IoUs: an image where a class is absent would otherwise give 0/0.
@@ -122,6 +122,24 @@ def iou_score(a: np.ndarray | Tensor, b: np.ndarray | Tensor) -> float:
     inter, size_a, size_b = _set_sizes(a, b)
     union = size_a + size_b - inter
     return inter / union if union else 1.0
+
+
+def batch_scores(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Dice and IoU of many mask pairs at once, as :func:`dice_score` and :func:`iou_score` of each pair.
+
+    ``a``, ``b``: boolean (or 0/1) NumPy arrays ``(n, ...)`` of the same shape, pair ``k`` being
+    ``a[k]``, ``b[k]``. Returns two float64 arrays ``(n,)``: Dice and IoU, 1.0 where both masks are empty.
+    """
+    a, b = _as_bool_mask(a, "a"), _as_bool_mask(b, "b")
+    if a.shape != b.shape or a.ndim < 1:
+        raise ValueError(f"mask batches must have the same shape (n, ...), got {a.shape} vs {b.shape}")
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    inter = np.count_nonzero(a & b, axis=1).astype(np.float64)
+    total = np.count_nonzero(a, axis=1) + np.count_nonzero(b, axis=1).astype(np.float64)
+    union = total - inter
+    dice = np.where(total > 0, 2 * inter / np.maximum(total, 1), 1.0)
+    iou = np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+    return dice, iou
 
 
 def _as_cpu_long(x: Tensor, name: str) -> Tensor:

@@ -39,6 +39,9 @@ reference`` trains it). On a GPU, use the library defaults (256/128 channels, si
 more data and epochs."""
 
 LossFn = Callable[[Tensor, Tensor], "Tensor | dict[str, Tensor]"]
+StepFn = Callable[[nn.Module, Tensor, Tensor, LossFn, torch.optim.Optimizer], dict[str, float]]
+"""``step_fn(model, images, masks, loss_fn, optimizer) -> {name: float}``: one optimisation step."""
+SCHEDULES = ("one-cycle", "cosine", "constant")
 
 
 @dataclass
@@ -320,10 +323,20 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     progress: bool = True,
     ignore_index: int | None = None,
+    step_fn: StepFn | None = None,
+    schedule: str = "one-cycle",
+    warmup: float = 0.1,
+    augment: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
 ) -> History:
     """Train ``model`` for ``epochs`` epochs and return its :class:`History`.
 
-    AdamW with a one-cycle schedule unless ``optimizer`` is given; device ``"auto"`` picks
+    AdamW unless ``optimizer`` is given, with the learning-rate ``schedule``: ``"one-cycle"``
+    (warm up over the first ``warmup`` share of the steps to ``lr``, then anneal to almost 0),
+    ``"cosine"`` (linear warm-up, then cosine decay to 0) or ``"constant"``. ``step_fn`` does
+    each optimisation step (default :func:`train_step`; a student's own step is called as
+    ``step_fn(model, images, masks, loss, optimizer)`` and gets no mixed precision).
+    ``augment(images, masks)`` (e.g. :class:`course_lib.data.Augment`) transforms each
+    training batch on the device. Device ``"auto"`` picks
     CUDA, then MPS, then CPU; with ``amp``, mixed precision on CUDA and on CPUs with native
     bf16 (:func:`mixed_precision_dtype`); the losses always run in float32. With ``checkpoint``
     the model, optimizer and history are saved there after every epoch, and training
@@ -333,13 +346,17 @@ def fit(
     """
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if not 0 <= warmup < 1:
+        raise ValueError(f"warmup must be a share of the steps in [0, 1), got {warmup}")
     if seed is not None:
         seed_everything(seed)
     device = resolve_device(device)
     prepare_model(model, device)
     if optimizer is None:
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    use_amp = amp and mixed_precision_dtype(device) is not None
+    use_amp = amp and mixed_precision_dtype(device) is not None and step_fn is None
     # loss scaling is needed for float16 only
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and mixed_precision_dtype(device) == torch.float16)
 
@@ -349,11 +366,9 @@ def fit(
         history, start_epoch = state["history"], state["epoch"]
     steps_per_epoch = _len_or_none(train_loader)
     scheduler = None
-    if steps_per_epoch:
+    if steps_per_epoch and schedule != "constant":
         done = start_epoch * steps_per_epoch  # a resumed run continues its schedule
-        scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=[g.get("max_lr", g["lr"]) for g in optimizer.param_groups],
-            total_steps=max(1, epochs * steps_per_epoch, done), pct_start=0.1, last_epoch=done - 1)
+        scheduler = _lr_scheduler(optimizer, schedule, max(1, epochs * steps_per_epoch, done), warmup, done)
 
     # A widget bar is saved as '0%' where no frontend renders it (papermill, nbgrader): use text there.
     tqdm = tqdm_auto if has_widget_frontend() else tqdm_text.tqdm
@@ -371,7 +386,14 @@ def fit(
             budget["image_size"] = max(budget["image_size"], *map(int, images.shape[-2:]))
             images = images.to(device, non_blocking=True)
             masks = masks.to(device, non_blocking=True)
-            values = train_step(model, images, masks, loss, optimizer, scaler, amp=use_amp)
+            if augment is not None:
+                images, masks = augment(images, masks)
+            if step_fn is None:
+                values = train_step(model, images, masks, loss, optimizer, scaler, amp=use_amp)
+            else:
+                values = {k: float(v) for k, v in dict(step_fn(model, images, masks, loss, optimizer)).items()}
+                if "loss" not in values:
+                    raise KeyError(f"step_fn must return a dict with 'loss'; got {sorted(values)}")
             if scheduler is not None:
                 scheduler.step()
             history.log(history.step, values)
@@ -392,6 +414,25 @@ def fit(
             save_checkpoint(checkpoint, model, optimizer, history, epoch=epoch + 1)
     bar.close()
     return history
+
+
+def _lr_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total: int, warmup: float,
+                  done: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """The scheduler of ``schedule`` over ``total`` steps, positioned after ``done`` of them."""
+    peaks = [g.get("max_lr", g["lr"]) for g in optimizer.param_groups]
+    if schedule == "one-cycle":
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=peaks, total_steps=total,
+                                                   pct_start=max(warmup, 1e-3), last_epoch=done - 1)
+    for group, peak in zip(optimizer.param_groups, peaks):
+        group.setdefault("initial_lr", peak)
+    ramp = max(1, round(warmup * total))
+
+    def factor(step: int) -> float:  # cosine: linear warm-up from 1/ramp, then cosine decay to 0
+        if step < ramp:
+            return (step + 1) / ramp
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - ramp) / max(1, total - ramp))))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor, last_epoch=done - 1)
 
 
 def save_checkpoint(
@@ -454,6 +495,6 @@ def _len_or_none(loader: Iterable) -> int | None:
 
 
 __all__ = [
-    "History", "LOSS_KEYS", "ObjectSizeIoU", "Segmenter", "autocast_for", "evaluate", "evaluate_by_object_size", "fit", "load_checkpoint",
+    "History", "LOSS_KEYS", "SCHEDULES", "ObjectSizeIoU", "Segmenter", "StepFn", "autocast_for", "evaluate", "evaluate_by_object_size", "fit", "load_checkpoint",
     "loss_parts", "mixed_precision_dtype", "predict", "prepare_model", "save_checkpoint", "train_step",
 ]

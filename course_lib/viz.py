@@ -112,6 +112,38 @@ def plot_loss_curves(history: Any, keys: Sequence[str] = ("loss_iou", "loss_ce",
     return fig
 
 
+def plot_loss_curves_by_variant(histories: Mapping[str, Any], keys: Sequence[str] = ("loss_ce", "loss_dice", "loss_iou", "loss"),
+                                per: str = "step", smooth: int = 1) -> Figure:
+    """The four loss curves of several runs, one panel per loss and one line per run.
+
+    ``histories`` maps a run's name (say ``"CE + Dice"``) to its history; with ``smooth`` > 1
+    each line is a moving average over that many points (raw values are too noisy to compare
+    runs). A loss a run did not train on is still drawn if it was logged: an ablation's
+    CE-only run shows what the Dice curve does when nothing optimises it.
+    """
+    if not histories:
+        raise ValueError("no histories to plot")
+    series = {name: _history_series(h, per) for name, h in histories.items()}
+    keys = [k for k in keys if any(k in s for s in series.values())]
+    if not keys:
+        raise ValueError("the histories have none of the loss keys")
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for name, s in series.items():
+            if key not in s:
+                continue
+            values = np.asarray(s[key], dtype=float)
+            if smooth > 1 and len(values) >= smooth:
+                values = np.convolve(values, np.ones(smooth) / smooth, mode="valid")
+            ax.plot(np.arange(len(values)) + (smooth if smooth > 1 and len(s[key]) >= smooth else 1), values, label=name)
+        ax.set_title(LOSS_TITLES.get(key, key))
+        ax.set_xlabel(per)
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def _history_series(history: Any, per: str) -> Mapping[str, Sequence[float]]:
     if per not in ("step", "epoch"):
         raise ValueError(f"per must be 'step' or 'epoch', got {per!r}")

@@ -29,8 +29,8 @@ from autograder.gradebook import sqlite_url, submission_scores
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 DICE = "03_dice_iou"
 NAME = "dice_iou.ipynb"
-FULL = 10.0            # autograded points of 03
-WITHOUT_DICE = 6.0     # the same without its first exercise (dice_score; test_iou_score uses it too)
+FULL = 16.0            # autograded points of 03
+WITHOUT_DICE = 10.0    # the same without its first exercise (dice_score; test_iou_score uses it too)
 
 
 def _with_cell(code: str, stub_first_exercise: bool = False):
@@ -263,4 +263,4 @@ def test_a_run_killed_mid_batch_resumes_with_every_student_graded_once(tmp_path)
     with Gradebook(sqlite_url(out / "gradebook.db")) as gb:
         subs = {s.student.id: s.score for s in gb.find_assignment(DICE).submissions}
         assert gb.find_assignment(DICE).num_submissions == len(kinds)
-    assert subs == {s: (FULL if full else 7.0) for s, full in kinds.items()}
+    assert subs == {s: (FULL if full else 13.0) for s, full in kinds.items()}

@@ -15,6 +15,7 @@ from course_lib.data import (
     SIZE_BIN_NAMES,
     SMALL_OBJECT_MAX,
     VAL_SEED_OFFSET,
+    Augment,
     OxfordPets,
     ShapesDataset,
     make_loaders,
@@ -213,3 +214,35 @@ def test_oxford_pets_missing_data_says_how_to_download(tmp_path):
         OxfordPets(tmp_path / "nowhere")
     with pytest.raises(ValueError):
         OxfordPets(tmp_path, split="val")
+
+
+def test_augment_moves_image_and_mask_together_and_draws_per_image():
+    images, masks = ShapesDataset(6, size=40, seed=3).materialize()
+    flipped, flipped_masks = Augment(hflip=1.0, scale=None, color=0.0)(images, masks)
+    torch.testing.assert_close(flipped, images.flip(-1), atol=1e-5, rtol=0)
+    assert torch.equal(flipped_masks, masks.flip(-1))
+    up, up_masks = Augment(hflip=0.0, vflip=1.0, scale=None, color=0.0)(images, masks)
+    assert torch.equal(up_masks, masks.flip(-2))
+    same, same_masks = Augment(hflip=0.0, scale=None, color=0.0)(images, masks)
+    assert torch.equal(same, images) and torch.equal(same_masks, masks)
+
+    out, out_masks = Augment(hflip=0.5, vflip=0.5, scale=(0.6, 1.6), color=0.4, seed=1)(images, masks)
+    assert out.shape == images.shape and out_masks.shape == masks.shape and out_masks.dtype == torch.int64
+    assert set(out_masks.unique().tolist()) <= set(masks.unique().tolist())  # no invented class ids
+    assert 0 <= out.min() and out.max() <= 1
+    changed = [(not torch.equal(out_masks[i], masks[i])) for i in range(len(masks))]
+    assert any(changed)  # per-image draws: not every image treated alike
+    # zooming in by 2 grows an object's area about 4-fold; colour jitter never moves a label
+    big, big_masks = Augment(hflip=0.0, scale=(2.0, 2.0), color=0.0)(images, masks)
+    ratio = (big_masks > 0).float().sum() / (masks > 0).float().sum()
+    assert 2.0 < ratio < 6.0
+    _, colour_masks = Augment(hflip=0.0, scale=None, color=0.5)(images, masks)
+    assert torch.equal(colour_masks, masks)
+    # seeded: the same seed gives the same batch
+    a = Augment(seed=7)(images, masks)
+    b = Augment(seed=7)(images, masks)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    with pytest.raises(ValueError):
+        Augment(hflip=1.5)
+    with pytest.raises(ValueError):
+        Augment(scale=(1.2, 0.8))

@@ -95,7 +95,7 @@ def test_parallel_workers_leave_a_complete_consistent_gradebook_and_regrade_only
     result = grading.grade(opts)
     assert sorted(o["student"] for o in result.outcomes) == sorted(kinds)
     assert {o["status"] for o in result.outcomes} == {"graded"}
-    expected = {"complete": 10.0, "partial": 7.0, "untouched": 0.0}  # autograded points of 03
+    expected = {"complete": 16.0, "partial": 13.0, "untouched": 0.0}  # autograded points of 03
     auto = {o["student"]: o["auto_score"] for o in result.outcomes}
     assert auto == {s: expected[k] for s, k in kinds.items()}
     scores = _submissions(opts.db_url, DICE)

@@ -1,4 +1,5 @@
-"""Soft Dice/IoU losses: hand examples, a loop reference, gradcheck, MONAI and smp, numerics."""
+"""Soft Dice/IoU losses: hand examples, a loop reference, gradcheck, MONAI and smp, numerics;
+Lovász-Softmax: brute force from its definition, smp, its properties."""
 
 import math
 
@@ -9,7 +10,16 @@ import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 
-from course_lib.losses import LOSS_KEYS, CombinedLoss, DiceLoss, IoULoss, dice_loss, iou_loss
+from course_lib.losses import (
+    LOSS_KEYS,
+    CombinedLoss,
+    DiceLoss,
+    IoULoss,
+    dice_loss,
+    iou_loss,
+    lovasz_grad,
+    lovasz_softmax,
+)
 
 LOSSES = {"dice": dice_loss, "iou": iou_loss}
 
@@ -431,3 +441,148 @@ def test_combined_loss_all_ignored_is_zero(mode):
     assert all(v.item() == 0.0 and not math.isnan(v.item()) for v in out.values())
     out["loss"].backward()
     assert torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+# --- Lovász-Softmax -------------------------------------------------------------------------
+
+def _jaccard_loss(error_set, gt):
+    """Δ_J of a set of wrong pixels: 1 − |G ∖ M| / |G ∪ M| (numpy booleans)."""
+    union = (gt | error_set).sum()
+    return 1 - (gt & ~error_set).sum() / union if union else 0.0
+
+
+def _lovasz_brute_force(errors, gt):
+    """The Lovász extension of Δ_J at ``errors`` from its definition, with prefix sets of the sorted order."""
+    order = np.argsort(-errors, kind="stable")
+    value, previous, prefix = 0.0, 0.0, np.zeros(len(errors), bool)
+    for i in order:
+        prefix[i] = True
+        current = _jaccard_loss(prefix, gt)
+        value += errors[i] * (current - previous)
+        previous = current
+    return value
+
+
+def _lovasz_reference(logits, target, ignore_index=None):
+    x = logits.detach().double()
+    probs = x.softmax(1).movedim(1, -1).reshape(-1, x.shape[1]).numpy()
+    labels = target.reshape(-1).numpy()
+    if ignore_index is not None:
+        probs, labels = probs[labels != ignore_index], labels[labels != ignore_index]
+    values = [_lovasz_brute_force(np.abs((labels == c) - probs[:, c]), labels == c)
+              for c in range(x.shape[1]) if (labels == c).any()]
+    return float(np.mean(values)) if values else 0.0
+
+
+def test_lovasz_grad_hand_example_and_properties():
+    # G = {0, 2, 3}: Δ_k = 1/3, 2/4, 3/4, 1, 1 -> increments 1/3, 1/6, 1/4, 1/4, 0
+    w = lovasz_grad(torch.tensor([1, 0, 1, 1, 0]))
+    assert w.dtype == torch.float32
+    assert torch.allclose(w, torch.tensor([1 / 3, 1 / 6, 1 / 4, 1 / 4, 0.0]))
+    for gt in (torch.rand(50) < 0.3, torch.zeros(7), torch.ones(4), torch.tensor([1.0]), torch.tensor([0.0])):
+        w = lovasz_grad(gt.double())
+        assert w.dtype == torch.float64 and (w >= 0).all() and w.sum().item() == pytest.approx(1.0)
+    rows = (torch.rand(3, 4, 20) < 0.5).float()  # leading dimensions are independent rows
+    assert torch.equal(lovasz_grad(rows)[1, 2], lovasz_grad(rows[1, 2]))
+    with pytest.raises(ValueError, match="at least one pixel"):
+        lovasz_grad(torch.zeros(0))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lovasz_grad_gives_the_extension_of_the_jaccard_loss(seed):
+    rng = np.random.default_rng(seed)
+    gt, errors = rng.random(17) < 0.4, rng.random(17)
+    order = np.argsort(-errors)
+    value = float(np.dot(errors[order], lovasz_grad(torch.from_numpy(gt[order]).double()).numpy()))
+    assert value == pytest.approx(_lovasz_brute_force(errors, gt), abs=1e-12)
+
+
+@pytest.mark.parametrize("ignore_index", [None, 255])
+@pytest.mark.parametrize("shape,c", [((2, 7, 9), 4), ((1, 3, 4, 5), 3), ((3, 1, 6), 2)])
+def test_lovasz_softmax_matches_the_definition(shape, c, ignore_index):
+    logits = 2 * torch.randn(shape[0], c, *shape[1:], dtype=torch.float64)
+    target = torch.randint(0, c - 1 if c > 2 else c, shape)  # the last class absent when C > 2
+    if ignore_index is not None:
+        target.view(-1)[::3] = ignore_index
+    got = lovasz_softmax(logits, target, ignore_index=ignore_index)
+    assert got.dtype == torch.float64 and got.dim() == 0
+    assert got.item() == pytest.approx(_lovasz_reference(logits, target, ignore_index), abs=1e-12)
+
+
+@pytest.mark.parametrize("ignore_index", [None, 255])
+@pytest.mark.parametrize("per_class_absent", [False, True])
+def test_lovasz_softmax_matches_smp(ignore_index, per_class_absent):
+    # smp's LovaszLoss(mode="multiclass", per_image=False): softmax, pixels of the whole batch
+    # pooled, ignored pixels dropped, mean over the classes present. Its weights are float32,
+    # so it is compared on float32 logits.
+    logits = (3 * torch.randn(2, 5, 12, 10)).requires_grad_()
+    target = torch.randint(0, 3 if per_class_absent else 5, (2, 12, 10))
+    if ignore_index is not None:
+        target[:, :4] = ignore_index
+    ours = lovasz_softmax(logits, target, ignore_index=ignore_index)
+    (g_ours,) = torch.autograd.grad(ours, logits)
+    theirs = smp.losses.LovaszLoss(mode="multiclass", per_image=False, ignore_index=ignore_index)(logits, target)
+    (g_theirs,) = torch.autograd.grad(theirs, logits)
+    assert ours.dtype == torch.float32 and ours.item() == pytest.approx(theirs.item(), abs=1e-6)
+    assert torch.allclose(g_ours, g_theirs, atol=1e-7)
+
+
+def test_lovasz_softmax_of_confident_predictions_is_the_jaccard_loss_of_the_hard_masks():
+    pred, target = torch.randint(0, 4, (2, 9, 9)), torch.randint(0, 3, (2, 9, 9))  # class 3 absent from the target
+    logits = 100.0 * F.one_hot(pred, 4).movedim(-1, 1).double()  # probabilities exactly 0 or 1
+    hard = [1 - ((pred == c) & (target == c)).sum().item() / ((pred == c) | (target == c)).sum().item() for c in range(3)]
+    assert lovasz_softmax(logits, target).item() == pytest.approx(np.mean(hard), abs=1e-12)
+    assert lovasz_softmax(logits, target).item() == pytest.approx(iou_loss(logits, target).item(), abs=1e-12)  # both hard
+    perfect = 20.0 * F.one_hot(target, 4).movedim(-1, 1).float()
+    assert lovasz_softmax(perfect, target).item() < 1e-6
+
+
+def test_lovasz_extension_is_convex_and_equals_the_jaccard_loss_on_vertices():
+    # Along any segment of error vectors the extension lies below the chord (it is convex).
+    rng = np.random.default_rng(0)
+    gt = rng.random(30) < 0.3
+
+    def extension(errors):
+        order = np.argsort(-errors)
+        return float(np.dot(errors[order], lovasz_grad(torch.from_numpy(gt[order]).double()).numpy()))
+
+    for _ in range(50):
+        m1, m2, lam = rng.random(30), rng.random(30), rng.random()
+        assert extension(lam * m1 + (1 - lam) * m2) <= lam * extension(m1) + (1 - lam) * extension(m2) + 1e-12
+    for vertex in (rng.random(30) < 0.5 for _ in range(10)):  # on 0/1 errors it is Δ_J itself
+        assert extension(vertex.astype(float)) == pytest.approx(_jaccard_loss(vertex, gt), abs=1e-12)
+
+
+def test_lovasz_softmax_classes_option():
+    logits = torch.randn(1, 3, 6, 6, dtype=torch.float64)
+    target = torch.randint(0, 2, (1, 6, 6))  # class 2 absent
+    probs = logits.softmax(1)
+    per_class = [lovasz_softmax(logits, target, classes=[c]).item() for c in range(3)]
+    assert lovasz_softmax(logits, target).item() == pytest.approx(np.mean(per_class[:2]))
+    assert lovasz_softmax(logits, target, classes="all").item() == pytest.approx(np.mean(per_class))
+    assert per_class[2] == pytest.approx(probs[:, 2].max().item())  # an absent class costs its largest probability
+    with pytest.raises(ValueError, match="classes"):
+        lovasz_softmax(logits, target, classes="some")
+    with pytest.raises(ValueError, match="classes"):
+        lovasz_softmax(logits, target, classes=[3])
+
+
+def test_lovasz_softmax_gradcheck_and_numerics():
+    logits = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 3, (2, 4, 5))
+    assert torch.autograd.gradcheck(lambda x: lovasz_softmax(x, target), (logits,))
+    big = 1000 * torch.randn(2, 3, 6, 6)
+    assert torch.isfinite(lovasz_softmax(big, torch.randint(0, 3, (2, 6, 6))))
+    half = torch.randn(2, 3, 8, 8).half()
+    t = torch.randint(0, 3, (2, 8, 8))
+    got = lovasz_softmax(half, t)
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(lovasz_softmax(half.float(), t).item(), abs=1e-7)
+    x = torch.randn(1, 2, 3, 3, requires_grad=True)
+    zero = lovasz_softmax(x, torch.full((1, 3, 3), 255), ignore_index=255)  # every pixel ignored
+    zero.backward()
+    assert zero.item() == 0.0 and zero.dim() == 0 and torch.equal(x.grad, torch.zeros_like(x))
+    with pytest.raises(ValueError, match="C >= 2"):
+        lovasz_softmax(torch.randn(1, 1, 3, 3), torch.zeros(1, 3, 3, dtype=torch.long))
+    with pytest.raises(ValueError, match="target values"):
+        lovasz_softmax(torch.randn(1, 2, 3, 3), torch.full((1, 3, 3), 2))

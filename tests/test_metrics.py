@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from course_lib.losses import dice_loss, iou_loss
-from course_lib.metrics import ConfusionMatrix, dice_score, iou_score, mean_iou
+from course_lib.metrics import ConfusionMatrix, batch_scores, dice_score, iou_score, mean_iou
 
 
 def _brute_force(pred, target, num_classes, ignore_index=None):
@@ -192,3 +192,18 @@ def test_set_score_errors(a, b, match):
     for score in (dice_score, iou_score):
         with pytest.raises(ValueError, match=match):
             score(a, b)
+
+
+def test_batch_scores_are_the_scores_of_each_pair():
+    rng = np.random.default_rng(3)
+    a = rng.random((30, 4, 5)) < rng.random((30, 1, 1))
+    b = rng.random((30, 4, 5)) < rng.random((30, 1, 1))
+    a[0], b[0] = False, False  # both empty: 1.0
+    a[1], b[1] = True, False
+    dice, iou = batch_scores(a, b)
+    assert dice.dtype == iou.dtype == np.float64 and dice.shape == iou.shape == (30,)
+    assert dice.tolist() == [dice_score(x, y) for x, y in zip(a, b, strict=True)]
+    assert iou.tolist() == [iou_score(x, y) for x, y in zip(a, b, strict=True)]
+    assert dice[0] == iou[0] == 1.0 and dice[1] == iou[1] == 0.0
+    with pytest.raises(ValueError, match="same shape"):
+        batch_scores(a, b[:, :3])

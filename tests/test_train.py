@@ -6,10 +6,11 @@ import math
 import pytest
 import torch
 
-from course_lib.data import ShapesDataset, make_loaders
+from course_lib.data import Augment, ShapesDataset, make_loaders
 from course_lib.losses import LOSS_KEYS, CombinedLoss
 from course_lib.models import ResNetFPN, SingleScaleSegmenter
 from course_lib.train import (
+    SCHEDULES,
     History,
     ObjectSizeIoU,
     autocast_for,
@@ -297,3 +298,32 @@ def test_evaluate_and_predict_on_a_perfect_model():
     by_size = evaluate_by_object_size(oracle, ds, batch_size=1)
     assert set(by_size) == {"small", "medium", "large", "all"}
     assert all(v == 1.0 for v in by_size.values() if not math.isnan(v))
+
+
+def test_fit_drives_a_students_step_function_with_each_schedule_and_augmentation():
+    train, val = make_loaders(24, 8, 8, size=32, seed=0)
+    calls, rates = [], {}
+    for schedule in SCHEDULES:
+        rates[schedule] = []
+
+        def my_step(model, images, masks, loss_fn, optimizer, schedule=schedule):
+            calls.append(tuple(images.shape))
+            rates[schedule].append(optimizer.param_groups[0]["lr"])
+            return train_step(model, images, masks, loss_fn, optimizer)
+
+        model = ResNetFPN(5, fpn_channels=8, head_channels=8)
+        history = fit(model, train, val, CombinedLoss(), epochs=2, lr=1e-3, step_fn=my_step, schedule=schedule,
+                      warmup=0.3, augment=Augment(seed=1), progress=False)
+        assert len(history.step["loss"]) == 6 and len(history["val_miou"]) == 2
+        assert model.training_budget["images_seen"] == 48
+    assert len(calls) == 18 and calls[0] == (8, 3, 32, 32)
+    assert rates["constant"] == [1e-3] * 6
+    cosine = rates["cosine"]
+    assert cosine[0] < cosine[1] == pytest.approx(1e-3) and cosine[-1] < 0.2e-3  # warm-up, then decay
+    assert all(a >= b for a, b in zip(cosine[1:], cosine[2:]))
+    assert max(rates["one-cycle"]) <= 1e-3 + 1e-12 and rates["one-cycle"][-1] < 1e-4
+    with pytest.raises(ValueError, match="schedule"):
+        fit(ResNetFPN(5, fpn_channels=8, head_channels=8), train, None, CombinedLoss(), epochs=1, schedule="linear")
+    with pytest.raises(KeyError, match="loss"):
+        fit(ResNetFPN(5, fpn_channels=8, head_channels=8), train, None, CombinedLoss(), epochs=1, progress=False,
+            step_fn=lambda *args: {"total": 1.0})

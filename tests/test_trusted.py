@@ -64,6 +64,11 @@ def test_the_budget_a_model_was_trained_with_is_flagged_against_the_pinned_one()
     assert over.startswith("OVER BUDGET") and "4,096 images seen > 2,048 allowed" in over and "96 px > 64 px" in over
     assert trusted.budget_flag(None, pinned).startswith("BUDGET UNKNOWN")
     assert trusted.budget_flag({}, pinned).startswith("BUDGET UNKNOWN")
+    pinned.update(fpn_channels=64, head_channels=32)  # a narrower model is a choice; a wider one is over
+    narrow = {"images_seen": 2048, "steps": 256, "epochs": 4, "image_size": 64, "fpn_channels": 32, "head_channels": 32}
+    assert "OVER" not in trusted.budget_flag(narrow, pinned)
+    wide = trusted.budget_flag(dict(narrow, fpn_channels=128), pinned)
+    assert wide.startswith("OVER BUDGET") and "fpn_channels 128 > 64" in wide
 
 
 def test_training_outside_the_training_cells_is_flagged():

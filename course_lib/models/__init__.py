@@ -1,6 +1,12 @@
 """Models of notebook 02: encoder (ResNet), decoder (FPN), head and full segmenters."""
 
-from course_lib.models.backbone import FEATURE_NAMES, FEATURE_STRIDES, IMAGENET_MEAN, IMAGENET_STD, ResNetBackbone
+from course_lib.models.backbone import (
+    FEATURE_NAMES,
+    FEATURE_STRIDES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ResNetBackbone,
+)
 from course_lib.models.fpn import FPN, SingleScaleNeck
 from course_lib.models.heads import ConvGNReLU, SemanticFPNHead
 from course_lib.models.segmentation import (

@@ -72,7 +72,8 @@ class ResNetFPN(Segmenter):
         weights: backbone weights, see :class:`ResNetBackbone`.
         fpn_channels: channels of every pyramid level (``d = 256`` in the paper).
         head_channels: channels of the semantic head (128 in Panoptic FPN).
-        normalize: standardise the input with the ImageNet statistics (see :class:`Segmenter`).
+        normalize: standardise the input with the ImageNet statistics (see :class:`Segmenter`);
+            keep it with ``weights``, which were trained on standardised inputs.
 
     ``model.backbone`` is the :class:`ResNetBackbone`, ``model.fpn`` the :class:`FPN`.
     """
