@@ -7,8 +7,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 # tests run side by side (pytest-xdist, a test module per process so that its shared fixtures
-# are computed once): most steps of grading use one core, so two processes on 2 cores take the
-# suite from 21.5 minutes to about 17 (grouping by fixture instead, --dist loadgroup, was slower)
+# are computed once; grouping by fixture instead, --dist loadgroup, was slower). The longest
+# modules go first (tests/conftest.py): --no-loadscope-reorder keeps that order, where xdist's
+# default would sort modules by their number of tests and start the longest ones last.
 TEST_PROCESSES ?= auto
 DEMO_WORKERS ?= 2  # measured: 2 single-thread workers grade 1.67x faster than 1 two-thread worker on 2 cores
 
@@ -64,7 +65,7 @@ reference: $(STAMP)
 	$(BIN)/python -m course_lib.demo --budget reference --out build/reference
 
 test: $(STAMP) sandbox
-	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist loadscope $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
 
 bench: $(STAMP) sandbox
 	$(BIN)/python benchmarks/bench_models.py --out build/bench.json

@@ -29,7 +29,7 @@ SMALL_PARAMETERS: dict[str, dict[str, object]] = {
     "04_segmentation_assignment": {
         "budget": "small", "image_size": 64, "train_size": 512, "val_size": 64, "test_size": 64,
         "batch_size": 8, "epochs": 4, "fpn_channels": 64, "head_channels": 32, "lr": 3e-3,
-        "ablation_train_size": 128, "ablation_epochs": 2,
+        "ablation_train_size": 64, "ablation_epochs": 2,
     },
 }
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import re
 
 import nbformat
 
@@ -33,6 +34,7 @@ DYNAMIC_BUILTINS = frozenset({"eval", "exec", "compile", "__import__", "importli
                               "__builtins__", "__loader__", "__spec__"})
 DYNAMIC_ATTRIBUTES = frozenset({"__dict__", "__globals__", "f_globals", "f_locals", "_getframe", "__getattribute__",
                                 "__builtins__", "__subclasses__", "__mro__", "__bases__"})
+HIDDEN_TESTS = re.compile(r"^[ \t]*### BEGIN HIDDEN TESTS.*?^[ \t]*### END HIDDEN TESTS[^\n]*\n?", re.M | re.S)
 UNREADABLE_MAGICS = ("%run", "%load", "%%bash", "%%sh", "%%script", "%%writefile", "%%python", "%sx", "%system")
 
 
@@ -57,14 +59,34 @@ def locked_in_source(assignment: str) -> frozenset[str]:
                      if c.get("metadata", {}).get("nbgrader", {}).get("locked"))
 
 
+def _normalized(source: str) -> str:
+    return "\n".join(line.rstrip() for line in source.splitlines() if line.strip())
+
+
+@functools.lru_cache(maxsize=8)
+def locked_sources(assignment: str) -> frozenset[str]:
+    """The source's locked cells as nbgrader restores them and as the student version shows them
+    (hidden tests cut), normalised: a copy of one does only what the original already does."""
+    nb = nbformat.read(solution_path(assignment), as_version=4)
+    sources = set()
+    for cell in nb.cells:
+        if cell.cell_type == "code" and cell.get("metadata", {}).get("nbgrader", {}).get("locked"):
+            sources.add(_normalized(cell.source))
+            sources.add(_normalized(HIDDEN_TESTS.sub("", cell.source)))
+    return frozenset(sources)
+
+
 def student_code_cells(nb, assignment: str) -> list[tuple[str, str]]:
-    """``(where, source)`` of every code cell the student can edit."""
-    locked = locked_in_source(assignment)
+    """``(where, source)`` of every code cell the student can edit, less verbatim copies of the
+    source's locked cells (JupyterLab's copy of a test cell keeps its grade id, and nbgrader strips
+    the metadata of all but the last cell of an id, leaving the copy as an ordinary cell)."""
+    locked, copies = locked_in_source(assignment), locked_sources(assignment)
     cells = []
     for index, cell in enumerate(nb.cells):
         grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        if cell.get("cell_type") == "code" and grade_id not in locked:
-            cells.append((grade_id or f"cell {index}", cell.get("source", "")))
+        source = cell.get("source", "")
+        if cell.get("cell_type") == "code" and grade_id not in locked and _normalized(source) not in copies:
+            cells.append((grade_id or f"cell {index}", source))
     return cells
 
 

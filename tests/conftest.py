@@ -27,7 +27,7 @@ def _seed_and_threads():
 
 # The longest modules first: test processes take tests in this order, so the long ones do
 # not start last and leave one process working alone at the end.
-LONGEST_FIRST = ("test_harness", "test_adversarial", "test_notebooks", "test_adversarial_grader", "test_trusted")
+LONGEST_FIRST = ("test_harness", "test_notebooks", "test_adversarial", "test_adversarial_grader", "test_trusted")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist hands out the modules

@@ -23,6 +23,7 @@ from autograder.gradebook import submission_scores as _submissions
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 DICE = "03_dice_iou"
+FULL, PARTIAL = 16.0, 13.0  # autograded points of 03, complete and without its last exercise
 
 
 def _csv(path: Path) -> list[dict]:
@@ -95,7 +96,7 @@ def test_parallel_workers_leave_a_complete_consistent_gradebook_and_regrade_only
     result = grading.grade(opts)
     assert sorted(o["student"] for o in result.outcomes) == sorted(kinds)
     assert {o["status"] for o in result.outcomes} == {"graded"}
-    expected = {"complete": 16.0, "partial": 13.0, "untouched": 0.0}  # autograded points of 03
+    expected = {"complete": FULL, "partial": PARTIAL, "untouched": 0.0}
     auto = {o["student"]: o["auto_score"] for o in result.outcomes}
     assert auto == {s: expected[k] for s, k in kinds.items()}
     scores = _submissions(opts.db_url, DICE)
@@ -110,7 +111,7 @@ def test_parallel_workers_leave_a_complete_consistent_gradebook_and_regrade_only
     again = grading.grade(_options(out, folder, workers=3))
     assert [o["student"] for o in again.outcomes] == ["s02"] and len(again.skipped) == len(kinds) - 1
     scores = _submissions(opts.db_url, DICE)
-    assert scores["s02"] == 10.0 and len(scores) == len(kinds)
+    assert scores["s02"] == FULL and len(scores) == len(kinds)
 
 
 def _processes_in(*folders: Path) -> list[psutil.Process]:
@@ -139,9 +140,9 @@ def test_a_notebook_past_its_limit_is_stopped_with_its_kernel_and_a_dead_kernel_
     status = {o["student"]: o for o in result.outcomes}
     assert status["looper"]["status"] == "timeout" and "45 s limit" in status["looper"]["reason"]
     assert status["quitter"]["status"] == "crashed" and "kernel died" in status["quitter"]["reason"]
-    assert status["steady"]["status"] == "graded" and status["steady"]["auto_score"] == 10.0
+    assert status["steady"]["status"] == "graded" and status["steady"]["auto_score"] == FULL
     assert status["looper"]["score"] == 0 and status["quitter"]["score"] == 0
-    assert _submissions(opts.db_url, DICE) == {"steady": 10.0}
+    assert _submissions(opts.db_url, DICE) == {"steady": FULL}
     orphaned = runtime.stale_folders()  # the looper's: its grader was killed at the time limit
     assert _processes_in(result.scratch, *orphaned) == []  # the looping kernel was killed with nbgrader
     runtime.reap_stale()

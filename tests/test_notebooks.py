@@ -166,6 +166,23 @@ def test_solution_runs_under_papermill_with_the_small_setting(assignment, tmp_pa
     assert {grade_id: verdicts.check_probe(verdicts.load_arrays(verdicts.expected_path(cache, grade_id)),
                                            verdicts.outputs_path(tmp_path, grade_id))
             for grade_id in verdicts.probed_cells(cache)} == dict.fromkeys(PROBES[assignment], "")
+    if assignment == FINAL:
+        _the_exported_reference_clears_every_calibrated_threshold(tmp_path / trusted.MODEL_FILE)
+
+
+def _the_exported_reference_clears_every_calibrated_threshold(export: Path) -> None:
+    """The solution trains the reference as the calibration does (seed 0, the small budget): its
+    export, scored by the trusted scorer on the calibration's split, clears the top graded
+    threshold by at least half the calibrated margin (solutions/04_.../calibration.json)."""
+    from benchmarks.calibrate_thresholds import CALIBRATION_SPLIT_SEED
+
+    calibrated = json.loads(trusted.CALIBRATION_FILE.read_text())["budgets"]["small"]
+    miou, reason = trusted.score_export(export, SMALL_PARAMETERS[FINAL]["image_size"], CALIBRATION_SPLIT_SEED)
+    assert miou is not None, reason
+    top = trusted.thresholds("small")[-1]
+    print(f"the solution's model at the small budget: calibration-split mIoU {miou:.4f}")
+    assert miou >= top + calibrated["margin"] / 2, (
+        f"the reference scored {miou:.3f} at the small budget; the top threshold is {top} (margin {calibrated['margin']})")
 
 
 @pytest.fixture(scope="module")

@@ -76,6 +76,31 @@ def test_a_cell_of_the_students_own_is_read_too_and_locked_cells_are_not(referen
     assert reference_use.reference_uses(nb, FINAL, references["test_combined_loss"])
 
 
+
+def test_a_copy_of_a_test_cell_is_not_the_students_code_but_an_edited_copy_is(references):
+    """JupyterLab's copy of a test cell keeps its grade id; nbgrader strips the metadata of all but
+    the last cell of an id, so the other copy reaches the grader as an ordinary cell."""
+    released = nbformat.read(student_path(FINAL), as_version=4)
+    test_cell = next(c for c in released.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "test_combined_loss")
+    assert reference_use.reference_uses(  # the test's code reaches the reference...
+        _with_cells(test_cell.source + "\n# my copy"), FINAL, references["test_combined_loss"])
+    nb = completed(FINAL)
+    at = next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == "test_combined_loss")
+    source_copy = nb.cells[at].source  # as nbgrader restores it, hidden tests included
+    nb.cells.insert(at, nbformat.v4.new_code_cell(test_cell.source + "\n\n"))
+    nb.cells.insert(at, nbformat.v4.new_code_cell(source_copy))
+    assert reference_use.reference_uses(nb, FINAL, references["test_combined_loss"]) == []  # ...yet a copy does what the original does
+    nb.cells[at].source = source_copy + "\nmy_loss = _CombinedLoss"
+    assert reference_use.reference_uses(nb, FINAL, references["test_combined_loss"])
+
+
+def _with_cells(*sources: str):
+    """The model solution of the final assignment with ``sources`` appended as cells of the student's own."""
+    nb = completed(FINAL)
+    nb.cells.extend(nbformat.v4.new_code_cell(source) for source in sources)
+    return nb
+
+
 def _bound_after(source: str) -> set[str]:
     """Names a cell leaves bound at module level once it has run (``del`` unbinds)."""
     bound: set[str] = set()

@@ -1,6 +1,5 @@
 """Training loop, checkpoints and evaluation on real (small) data."""
 
-import json
 import math
 
 import pytest
@@ -61,31 +60,23 @@ def small_model(cls=ResNetFPN, num_classes=5):
     return cls(num_classes, backbone="resnet18", fpn_channels=64, head_channels=32)
 
 
-@pytest.mark.slow
-def test_the_reference_at_the_small_budget_learns_and_clears_every_calibrated_threshold():
-    """The final assignment's small budget, trained once as the calibration trains it (seed 0):
-    the loss falls, the model beats chance, and it clears the top graded threshold by at least
-    half the calibrated margin (the thresholds of solutions/04_.../calibration.json)."""
-    from autograder import trusted
-    from benchmarks.calibrate_thresholds import budget_settings, train_and_score
+def test_chance_and_the_majority_class_score_below_every_calibrated_threshold():
+    """On the calibration split of the small budget, uniformly random labels (about 0.07) and the
+    majority class everywhere (background IoU / 5 classes, about 0.15) stay below the lowest
+    graded threshold: no point for predicting nothing. (The reference trained at that budget
+    clears the top one: tests/test_notebooks.py scores the solution's own export.)"""
+    from torch.utils.data import DataLoader
 
-    settings = budget_settings("small")
-    miou, seconds, history, val = train_and_score(settings, seed=0, epochs=settings["epochs"], keep=True)
-    steps = -(-settings["train_size"] // settings["batch_size"])
-    for key in (*LOSS_KEYS, "seconds"):
-        assert len(history[key]) == settings["epochs"], key
-    assert len(history.step["loss"]) == settings["epochs"] * steps
-    assert history["loss"][-1] < 0.8 * history["loss"][0]  # 2.39 -> 1.74 per epoch here (it starts near uniform)
-    # Chance: uniform random labels (about 0.07 here) and the majority class everywhere
-    # (background IoU / 5 classes, about 0.16).
-    random_labels = evaluate(_Random(5), val)["miou"]
-    majority = evaluate(_Constant(0, 5), val)["miou"]
+    from autograder import trusted
+    from benchmarks.calibrate_thresholds import CALIBRATION_SPLIT_SEED, budget_settings
+
+    size = budget_settings("small")["image_size"]
+    split = DataLoader(ShapesDataset(trusted.HIDDEN_SIZE, size=size, seed=CALIBRATION_SPLIT_SEED), batch_size=50)
+    random_labels = evaluate(_Random(5), split)["miou"]
+    majority = evaluate(_Constant(0, 5), split)["miou"]
+    lowest = trusted.thresholds("small")[0]
     assert random_labels < 0.1 and majority < 0.2
-    calibrated = json.loads(trusted.CALIBRATION_FILE.read_text())["budgets"]["small"]
-    top = trusted.thresholds("small")[-1]
-    print(f"small-budget reference, seed 0: mIoU {miou:.4f} in {seconds:.0f} s")
-    assert miou >= top + calibrated["margin"] / 2, (
-        f"the reference scored {miou:.3f} at the small budget; the top threshold is {top} (margin {calibrated['margin']})")
+    assert max(random_labels, majority) + 0.02 <= lowest, (random_labels, majority, lowest)
 
 
 class _Random(torch.nn.Module):

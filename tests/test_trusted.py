@@ -139,7 +139,8 @@ def test_tampering_in_the_kernel_does_not_change_the_trusted_score(tmp_path):
     opts = grading.GradingOptions(
         assignment=trusted.ASSIGNMENT, submissions=tmp_path / "class", out=out, db_url=sqlite_url(out / "gradebook.db"),
         slots=grading.make_slots(1, []), cell_timeout=120, training_timeout=300,
-        parameters=SMALL_PARAMETERS[trusted.ASSIGNMENT], progress=False)
+        parameters={**SMALL_PARAMETERS[trusted.ASSIGNMENT], "ablation_train_size": 8, "ablation_epochs": 1},  # not scored
+        progress=False)
     (row,) = grading.grade(opts).outcomes
     graded = nbformat.read(out / "autograded" / "forger" / trusted.ASSIGNMENT / f"{trusted.NOTEBOOK}.ipynb", as_version=4)
     text = "\n".join(o.get("text", "") for c in graded.cells if c.cell_type == "code" for o in c.outputs)
