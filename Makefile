@@ -65,7 +65,7 @@ reference: $(STAMP)
 	$(BIN)/python -m course_lib.demo --budget reference --out build/reference
 
 test: $(STAMP) sandbox
-	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist loadscope --no-loadscope-reorder $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist loadscope --no-loadscope-reorder --durations=15 $(PYTEST_ARGS)
 
 bench: $(STAMP) sandbox
 	$(BIN)/python benchmarks/bench_models.py --out build/bench.json

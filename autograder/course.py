@@ -1,7 +1,7 @@
 """The course's assignments and the notebook parameters for quick runs.
 
 ``SMALL_PARAMETERS`` is the documented small setting: with it notebooks 01-03 run in
-well under a minute each and 04 in about 2.5 minutes on two CPU cores (CI, the tests and
+well under a minute each and 04 in about 2 minutes on two CPU cores (CI, the tests and
 quick grading use it). The defaults in each notebook's ``parameters`` cell give the full
 experience.
 """

@@ -47,15 +47,16 @@ def case_tensors(inputs: Mapping[str, np.ndarray], prefix: str, k: int) -> dict[
 
 
 def answer_probes(grade_id: str, answer: Callable[[Mapping[str, np.ndarray], int], Mapping[str, Any]],
-                  folder: str | Path = ".") -> bool:
+                  folder: str | Path = ".") -> None:
     """Save ``answer(inputs, k)`` for every case ``k`` of the grader's inputs for ``grade_id``.
 
-    ``answer`` returns ``{name: value}``; each value is stored as ``<name>_<k>``. Returns
-    ``False`` (and does nothing) when the grader left no inputs, i.e. outside grading.
+    ``answer`` returns ``{name: value}``; each value is stored as ``<name>_<k>``. Does nothing
+    when the grader left no inputs, i.e. outside grading. Returns None: it ends hidden test
+    cells, whose last value a notebook would show as ``Out[]``.
     """
     source = inputs_path(folder, grade_id)
     if not source.exists():
-        return False
+        return
     with np.load(source, allow_pickle=False) as data:
         inputs = {key: data[key] for key in data.files}
     results = {}
@@ -63,4 +64,3 @@ def answer_probes(grade_id: str, answer: Callable[[Mapping[str, np.ndarray], int
         for name, value in answer(inputs, k).items():
             results[f"{name}_{k}"] = as_plain_array(value)
     np.savez(outputs_path(folder, grade_id), **results)
-    return True

@@ -28,9 +28,9 @@ from typing import Any, NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from course_lib.device import resolve_device
+from course_lib.widgets import progress_bar
 
 BINOMIAL_5 = (1.0, 4.0, 6.0, 4.0, 1.0)
 """The 1-D binomial filter; ``outer(k, k) / 256`` is the 5×5 blur of :func:`pyramid_down`."""
@@ -495,7 +495,7 @@ def compare_pyramid_designs(
         scales: the image scales of design (a), e.g. ``(2, 1, 0.5)`` (see :func:`image_scales`).
         fpn_channels: ``d``, the channels of the FPN levels (256 in the paper).
         training: record the autograd graph (see above).
-        progress: show a progress bar (``tqdm.auto``), one step per design.
+        progress: show a progress bar (a widget under JupyterLab), one step per design.
     """
     from course_lib.models import FPN, ResNetBackbone  # models import torchvision: slow
 
@@ -513,7 +513,7 @@ def compare_pyramid_designs(
         for _, fn, _ in designs:
             fn(image)
         rows = []
-        for name, fn, n_maps in tqdm(designs, desc="training" if training else "inference",
+        for name, fn, n_maps in progress_bar(designs, desc="training" if training else "inference",
                                      disable=not progress):
             cost = measure(fn, image, repeats=repeats, device=device)
             rows.append(DesignCost(name, cost.seconds, cost.peak_memory_mb, n_maps))

@@ -17,15 +17,13 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm import std as tqdm_text
-from tqdm.auto import tqdm as tqdm_auto
 
 from course_lib.data import IGNORE_INDEX, OWNERSHIP_MARGIN, SIZE_BIN_NAMES, ShapesDataset, size_bin_regions
 from course_lib.device import resolve_device, seed_everything
 from course_lib.losses import LOSS_KEYS
 from course_lib.metrics import ConfusionMatrix
 from course_lib.models import Segmenter, build_model
-from course_lib.widgets import has_widget_frontend
+from course_lib.widgets import progress_bar
 
 REFERENCE_CPU: dict[str, Any] = {
     "backbone": "resnet18", "fpn_channels": 128, "head_channels": 64,
@@ -370,9 +368,7 @@ def fit(
         done = start_epoch * steps_per_epoch  # a resumed run continues its schedule
         scheduler = _lr_scheduler(optimizer, schedule, max(1, epochs * steps_per_epoch, done), warmup, done)
 
-    # A widget bar is saved as '0%' where no frontend renders it (papermill, nbgrader): use text there.
-    tqdm = tqdm_auto if has_widget_frontend() else tqdm_text.tqdm
-    bar = tqdm(total=(epochs - start_epoch) * (steps_per_epoch or 0) or None, disable=not progress,
+    bar = progress_bar(total=(epochs - start_epoch) * (steps_per_epoch or 0) or None, disable=not progress,
                desc="training", unit="step", dynamic_ncols=True)
     # What this model was trained with, summed over every fit call; save_checkpoint exports it
     # with the weights, so a grader can compare it with the budget the assignment pins.

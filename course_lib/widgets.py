@@ -24,18 +24,24 @@ def has_widget_frontend() -> bool:
     return bool(os.environ.get("JPY_SESSION_NAME") or os.environ.get("VSCODE_PID"))
 
 
-def interact_or_static(fn: Callable[..., Any], **controls: Any) -> Any:
+def interact_or_static(fn: Callable[..., Any], **controls: Any) -> None:
     """``ipywidgets.interact(fn, **controls)`` with a frontend; else ``fn`` at the controls' values.
 
     ``controls`` are ipywidgets widgets (e.g. ``IntSlider(value=1, min=0, max=4)``): their
-    ``value`` is what the static call uses. Figures returned by ``fn`` are displayed.
+    ``value`` is what the static call uses. Figures returned by ``fn`` are displayed. Returns
+    None, so that a cell ending in this call shows the figure and not ``Out: <function ...>``.
     """
     if has_widget_frontend():
         import ipywidgets
 
-        return ipywidgets.interact(_showing(fn), **controls)
+        ipywidgets.interact(_showing(fn), **controls)  # displays the controls and their output itself
+        return
     values = {name: getattr(control, "value", control) for name, control in controls.items()}
-    return _showing(fn)(**values)
+    result = _showing(fn)(**values)
+    if result is not None:  # as interact shows it in its output area
+        from IPython.display import display
+
+        display(result)
 
 
 def _showing(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -57,3 +63,14 @@ def _showing(fn: Callable[..., Any]) -> Callable[..., Any]:
         return result
 
     return wrapper
+
+
+def progress_bar(*args: Any, **kwargs: Any):
+    """A tqdm bar: the widget bar where a frontend renders widgets, else the text bar (a widget
+    bar saved by papermill or nbgrader shows as '0%', an empty block, or a script error in
+    nbconvert's HTML). Takes what ``tqdm.tqdm`` takes."""
+    if has_widget_frontend():
+        from tqdm.auto import tqdm
+    else:
+        from tqdm.std import tqdm
+    return tqdm(*args, **kwargs)

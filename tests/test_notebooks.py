@@ -162,6 +162,12 @@ def test_solution_runs_under_papermill_with_the_small_setting(assignment, tmp_pa
     assert errors == []
     images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
     assert images, "the notebook should show figures"
+    shown = [o["data"].get("text/plain", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+             if o.output_type == "execute_result"]
+    assert not [text for text in shown if text in ("True", "False", "None") or text.startswith("<function")], shown
+    widgets = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+               if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert widgets == []  # headless: static figures and text progress bars only
     # the solution's answers to every probe are course_lib's, checked out of the kernel
     assert {grade_id: verdicts.check_probe(verdicts.load_arrays(verdicts.expected_path(cache, grade_id)),
                                            verdicts.outputs_path(tmp_path, grade_id))

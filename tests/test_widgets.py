@@ -36,7 +36,7 @@ def test_without_a_frontend_the_function_runs_once_at_the_controls_values(monkey
         return fig
 
     before = plt.get_fignums()
-    interact_or_static(draw, level=ipywidgets.IntSlider(value=2, min=0, max=4), scale=0.5)
+    assert interact_or_static(draw, level=ipywidgets.IntSlider(value=2, min=0, max=4), scale=0.5) is None  # no Out[]
     assert calls == [(2, 0.5)]
     assert plt.get_fignums() == before  # the figure was shown, then closed
     assert "Figure" in capsys.readouterr().out
@@ -46,7 +46,25 @@ def test_with_a_frontend_the_controls_are_live_widgets(monkeypatch):
     monkeypatch.setenv("COURSE_LIB_WIDGETS", "1")
     calls = []
     slider = ipywidgets.IntSlider(value=1, min=0, max=3)
-    interact_or_static(lambda level: calls.append(level), level=slider)
+    assert interact_or_static(lambda level: calls.append(level), level=slider) is None  # not the function's repr
     assert calls == [1]  # interact draws once at the start...
     slider.value = 3
     assert calls == [1, 3]  # ...and again whenever the control moves
+
+
+def test_progress_bars_are_text_without_a_frontend_and_widgets_with_one(monkeypatch):
+    """A widget bar left by papermill or nbgrader shows as '0%' or a script error in the HTML
+    feedback: fit and compare_pyramid_designs draw text bars there."""
+    import tqdm.auto
+    import tqdm.std
+
+    from course_lib.widgets import progress_bar
+
+    class WidgetBar(tqdm.std.tqdm):
+        pass
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", WidgetBar)  # what tqdm.auto picks in a notebook kernel
+    monkeypatch.setenv("COURSE_LIB_WIDGETS", "0")
+    assert type(progress_bar(range(3), disable=True)) is tqdm.std.tqdm
+    monkeypatch.setenv("COURSE_LIB_WIDGETS", "1")
+    assert type(progress_bar(range(3), disable=True)) is WidgetBar
