@@ -43,7 +43,9 @@ EXPECTED: dict[str, tuple[str, tuple[float, float]]] = {
     "missing_notebook": ("invalid", (0.0, 0.0)),
 }
 RAISE_LINE = 'raise RuntimeError("a bug in the student\'s code")  # example submission: this cell raises'
-LOOP_LINE = "while True:  # example submission: this cell never ends\n    pass"
+# It waits rather than spins: the demo grades it beside the other examples on a few cores (the
+# adversarial tests grade a spinning loop).
+LOOP_LINE = "import time\n\nwhile True:  # example submission: this cell never ends\n    time.sleep(1)"
 MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
 # The kernel's verdicts all pass once every cell that tests is replaced by `pass`.
 FORGE_CELL = ("# example submission: nothing solved, and every later cell that tests becomes `pass`\n"
