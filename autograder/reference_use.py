@@ -7,15 +7,18 @@ re-implements::
     "metadata": {"course": {"must_not_use": ["course_lib.losses.CombinedLoss", ...]}}
 
 After the kernel has stopped, :func:`reference_uses` reads every cell the student can edit
-(solution cells and cells of their own; the source's locked cells are restored by nbgrader) and
-reports each one that reaches such a reference: importing it, naming it (``losses.CombinedLoss``,
+(solution cells and cells of their own; the source's locked cells are restored by nbgrader; a
+verbatim copy of a locked cell standing right beside it, as JupyterLab's duplicate leaves it, runs
+where the original runs and is left out) and reports each one that reaches such a reference: importing it, naming it (``losses.CombinedLoss``,
 ``CombinedLoss`` where the student did not define that name), or spelling it in a string
 (``getattr(m, "CombinedLoss")``, ``import_module("course_lib.losses")``), or using a name the
 source's locked cells bind to it or to its module (``_losses`` after ``import course_lib.losses
 as _losses``). Lookups the grader cannot follow statically (``eval``, ``exec``, ``__import__``,
 ``importlib``, ``globals()``, ``getattr`` with a computed name, ``sys.modules``, ``__dict__``,
 frame and function globals) and shell or ``%run`` lines count as reaching it too: what cannot be
-checked gives no points. The rule the notebooks state: your own cells do not use the reference
+checked gives no points. So does a locked cell moved out of the source's order: nbgrader
+restores its code wherever it stands, and a demo cell that binds the library, moved above an
+exercise's test, would hand the exercise the reference. The rule the notebooks state: your own cells do not use the reference
 of an exercise, before or after it (a later cell could rewrite the probes' results).
 """
 
@@ -64,29 +67,50 @@ def _normalized(source: str) -> str:
 
 
 @functools.lru_cache(maxsize=8)
-def locked_sources(assignment: str) -> frozenset[str]:
-    """The source's locked cells as nbgrader restores them and as the student version shows them
-    (hidden tests cut), normalised: a copy of one does only what the original already does."""
+def locked_sources(assignment: str) -> dict[str, frozenset[str]]:
+    """{normalised source: grade ids} of the source's locked cells, each as nbgrader restores it
+    and as the student version shows it (hidden tests cut)."""
     nb = nbformat.read(solution_path(assignment), as_version=4)
-    sources = set()
+    sources: dict[str, set[str]] = {}
     for cell in nb.cells:
-        if cell.cell_type == "code" and cell.get("metadata", {}).get("nbgrader", {}).get("locked"):
-            sources.add(_normalized(cell.source))
-            sources.add(_normalized(HIDDEN_TESTS.sub("", cell.source)))
-    return frozenset(sources)
+        meta = cell.get("metadata", {}).get("nbgrader", {})
+        if cell.cell_type == "code" and meta.get("locked"):
+            for text in (cell.source, HIDDEN_TESTS.sub("", cell.source)):
+                sources.setdefault(_normalized(text), set()).add(meta["grade_id"])
+    return {text: frozenset(ids) for text, ids in sources.items()}
+
+
+def _copies_beside_their_original(nb, assignment: str) -> set[int]:
+    """Indices of cells that are verbatim copies of a locked cell standing right beside it (or
+    beside another such copy of it): what JupyterLab's duplicate or copy-and-paste of a cell
+    leaves, and what nbgrader turns into an ordinary cell when the grade id is duplicated. Such a
+    copy runs where the original runs, so it reaches nothing the original does not. A copy
+    anywhere else is the student's code like any other (a demo cell's handle on the reference,
+    pasted above an exercise, would reach it early)."""
+    locked, sources = locked_in_source(assignment), locked_sources(assignment)
+    ids = [cell.get("metadata", {}).get("nbgrader", {}).get("grade_id") for cell in nb.cells]
+    copied = [sources.get(_normalized(cell.get("source", "")), frozenset()) if cell.get("cell_type") == "code"
+              and ids[i] not in locked else frozenset() for i, cell in enumerate(nb.cells)]
+    beside = set()
+    for index, originals in enumerate(copied):
+        for step in (-1, 1):
+            j = index + step
+            while 0 <= j < len(nb.cells) and copied[j] & originals and ids[j] not in locked:
+                j += step
+            if 0 <= j < len(nb.cells) and ids[j] in originals:
+                beside.add(index)
+    return beside
 
 
 def student_code_cells(nb, assignment: str) -> list[tuple[str, str]]:
-    """``(where, source)`` of every code cell the student can edit, less verbatim copies of the
-    source's locked cells (JupyterLab's copy of a test cell keeps its grade id, and nbgrader strips
-    the metadata of all but the last cell of an id, leaving the copy as an ordinary cell)."""
-    locked, copies = locked_in_source(assignment), locked_sources(assignment)
+    """``(where, source)`` of every code cell the student can edit, less copies of a locked cell
+    standing beside it (:func:`_copies_beside_their_original`)."""
+    locked, beside = locked_in_source(assignment), _copies_beside_their_original(nb, assignment)
     cells = []
     for index, cell in enumerate(nb.cells):
         grade_id = cell.get("metadata", {}).get("nbgrader", {}).get("grade_id")
-        source = cell.get("source", "")
-        if cell.get("cell_type") == "code" and grade_id not in locked and _normalized(source) not in copies:
-            cells.append((grade_id or f"cell {index}", source))
+        if cell.get("cell_type") == "code" and grade_id not in locked and index not in beside:
+            cells.append((grade_id or f"cell {index}", cell.get("source", "")))
     return cells
 
 
@@ -139,7 +163,8 @@ def reference_uses(nb, assignment: str, references: tuple[str, ...]) -> list[str
             trees.append((where, f"could not be read ({type(err).__name__})"))
     defined = set().union(*(_defined_names(t) for _, t in trees if isinstance(t, ast.AST)))
     aliases = source_aliases(assignment, tuple(references))
-    found = []
+    found = [f"{moved} no longer stands where the assignment puts it, so what it binds may reach an exercise "
+             "before its test" for moved in _moved_locked_cells(nb, assignment)]
     for where, tree in trees:
         if not isinstance(tree, ast.AST):
             found.append(f"{where} {tree}, so it may call the reference")
@@ -148,6 +173,36 @@ def reference_uses(nb, assignment: str, references: tuple[str, ...]) -> list[str
         if hits:
             found.append(f"{where} uses {', '.join(hits)}")
     return found
+
+
+@functools.lru_cache(maxsize=8)
+def _locked_order(assignment: str) -> tuple[str, ...]:
+    """Grade ids of the source's locked cells (demo and test cells), in the source's order."""
+    nb = nbformat.read(solution_path(assignment), as_version=4)
+    return tuple(c.metadata["nbgrader"]["grade_id"] for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("locked"))
+
+
+def _moved_locked_cells(nb, assignment: str) -> list[str]:
+    """Locked cells the submission moved out of the source's order: nbgrader restores a locked
+    cell's code by its grade id wherever it stands, so a demo cell binding a reference
+    (``criterion = losses.CombinedLoss()``) moved above a test cell would hand its exercise the
+    reference. (The student's own solution cells may move: that reaches nothing.)"""
+    source = _locked_order(assignment)
+    rank = {grade_id: i for i, grade_id in enumerate(source)}
+    last = {c.get("metadata", {}).get("nbgrader", {}).get("grade_id"): i for i, c in enumerate(nb.cells)}
+    order = [rank[g] for g, _ in sorted(last.items(), key=lambda item: item[1]) if g in rank]  # nbgrader keeps the last of an id
+    # the cells that stayed: a longest run in the source's order; the others moved
+    best = [1] * len(order)
+    previous = [-1] * len(order)
+    for i in range(len(order)):
+        for j in range(i):
+            if order[j] < order[i] and best[j] + 1 > best[i]:
+                best[i], previous[i] = best[j] + 1, j
+    stayed, i = set(), max(range(len(order)), key=best.__getitem__, default=-1)
+    while i >= 0:
+        stayed.add(i)
+        i = previous[i]
+    return [f"locked cell {source[here]!r}" for position, here in enumerate(order) if position not in stayed]
 
 
 def _defined_names(tree: ast.AST) -> set[str]:

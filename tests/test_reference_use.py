@@ -93,6 +93,43 @@ def test_a_copy_of_a_test_cell_is_not_the_students_code_but_an_edited_copy_is(re
     nb.cells[at].source = source_copy + "\nmy_loss = _CombinedLoss"
     assert reference_use.reference_uses(nb, FINAL, references["test_combined_loss"])
 
+    nb.cells.insert(3, nbformat.v4.new_code_cell(test_cell.source))  # the same copy far from its original is read
+    assert reference_use.reference_uses(nb, FINAL, references["test_combined_loss"])
+
+
+DICE = "03_dice_iou"
+TAKES_THE_REFERENCES_TYPE = ("def soft_dice_loss(logits, target, smooth=0.0):\n"
+                             "    return type(criterion)(ce=0.0, dice=1.0, iou=0.0, smooth=smooth)(logits, target)['loss_dice']")
+
+
+def _dice_with_exercise(source: str):
+    nb = completed(DICE)
+    next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "soft_dice_loss").source = source
+    return nb
+
+
+def _dice_cell(nb, grade_id: str) -> int:
+    return next(i for i, c in enumerate(nb.cells) if c.metadata.get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def test_demo_cells_that_hold_the_reference_reach_no_exercise_copied_or_moved_above_it():
+    """03's demo cells after the exercises bind the library (``losses``) and a CombinedLoss
+    (``criterion``): pasted, or moved (nbgrader restores a locked cell by its id wherever it
+    stands), above the soft Dice exercise, ``type(criterion)`` would be the reference."""
+    references = reference_use.forbidden_references(DICE)["test_soft_dice_loss"]
+    nb = _dice_with_exercise(TAKES_THE_REFERENCES_TYPE)
+    demos = [nb.cells[_dice_cell(nb, g)].source for g in ("lovasz-demo", "combined-loss")]
+    setup = _dice_cell(nb, "setup")
+    for offset, source in enumerate(demos, start=1):
+        nb.cells.insert(setup + offset, nbformat.v4.new_code_cell(source))
+    assert reference_use.reference_uses(nb, DICE, references)  # pasted copies are read like any cell
+    moved = _dice_with_exercise(TAKES_THE_REFERENCES_TYPE)
+    for grade_id in ("combined-loss", "lovasz-demo"):
+        moved.cells.insert(_dice_cell(moved, "setup") + 1, moved.cells.pop(_dice_cell(moved, grade_id)))
+    uses = reference_use.reference_uses(moved, DICE, references)
+    assert any("'lovasz-demo' no longer stands where the assignment puts it" in use for use in uses), uses
+    assert reference_use.reference_uses(completed(DICE), DICE, references) == []  # in place, they reach nothing
+
 
 def _with_cells(*sources: str):
     """The model solution of the final assignment with ``sources`` appended as cells of the student's own."""
