@@ -514,7 +514,7 @@ def compare_pyramid_designs(
             fn(image)
         rows = []
         for name, fn, n_maps in progress_bar(designs, desc="training" if training else "inference",
-                                     disable=not progress):
+                                             disable=not progress):
             cost = measure(fn, image, repeats=repeats, device=device)
             rows.append(DesignCost(name, cost.seconds, cost.peak_memory_mb, n_maps))
     return rows

@@ -369,7 +369,7 @@ def fit(
         scheduler = _lr_scheduler(optimizer, schedule, max(1, epochs * steps_per_epoch, done), warmup, done)
 
     bar = progress_bar(total=(epochs - start_epoch) * (steps_per_epoch or 0) or None, disable=not progress,
-               desc="training", unit="step", dynamic_ncols=True)
+                       desc="training", unit="step", dynamic_ncols=True)
     # What this model was trained with, summed over every fit call; save_checkpoint exports it
     # with the weights, so a grader can compare it with the budget the assignment pins.
     budget = getattr(model, "training_budget", None) or {"images_seen": 0, "steps": 0, "epochs": 0, "image_size": 0}
