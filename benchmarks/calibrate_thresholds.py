@@ -49,18 +49,17 @@ def budget_settings(budget: str) -> dict:
     return params
 
 
-def train_and_score(p: dict, seed: int, epochs: float, keep: bool = False) -> tuple:
+def train_and_score(p: dict, seed: int, epochs: float) -> tuple[float, float]:
     """(hidden-style mIoU, seconds) of the reference trained with seed ``seed`` for ``epochs``
-    (a fraction trains on that share of the images for one epoch); with ``keep`` also the
-    training history and the validation loader (the tests look at them)."""
+    (a fraction trains on that share of the images for one epoch)."""
     train_size = p["train_size"] if epochs >= 1 else max(p["batch_size"], int(p["train_size"] * epochs))
     settings = {"backbone": "resnet18", "fpn_channels": p["fpn_channels"], "head_channels": p["head_channels"],
                 "size": p["image_size"], "batch_size": p["batch_size"], "lr": p["lr"], "epochs": max(1, int(epochs)),
                 "train_size": train_size, "val_size": p["val_size"], "seed": seed}
-    model, history, seconds, _, val = train_reference(settings, validate=False)
+    model, _, seconds, _, _ = train_reference(settings, validate=False)
     split = DataLoader(ShapesDataset(trusted.HIDDEN_SIZE, size=p["image_size"], seed=CALIBRATION_SPLIT_SEED), batch_size=32)
     miou = evaluate(model.float(), split, num_classes=trusted.NUM_CLASSES, amp=False)["miou"]
-    return (float(miou), seconds, history, val) if keep else (float(miou), seconds)
+    return float(miou), seconds
 
 
 def background_everywhere_miou(p: dict) -> float:
