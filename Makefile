@@ -22,12 +22,13 @@ GPU_PLATFORMS      ?=
 GPU_IMAGE_PACKAGES ?= tools/gpu_image_packages.txt
 GPU_CHECK_ARGS     ?=
 
-.PHONY: demo train release reference test bench lint install sandbox clean help gpu-bundle gpu-check
+.PHONY: demo train release reference test browser-test bench lint install sandbox browser clean help gpu-bundle gpu-check
 
 help:
 	@echo "make demo   - the main job: release, grade the example submissions of every assignment, report (build/demo)"
 	@echo "make train  - train the FPN and the single-scale baseline briefly, plots in build/train"
 	@echo "make test   - the test suite"
+	@echo "make browser-test - only the browser tests: JupyterLab, widgets, Validate, formgrader, exchange (build/browser)"
 	@echo "make bench  - benchmarks: models vs smp/MONAI (build/bench.json), grading harness vs plain nbgrader (build/bench_grading.json)"
 	@echo "make reference - train the reference FPN and the single-scale baseline with the CPU budget"
 	@echo "make release - regenerate notebooks/ (student versions) from solutions/ with nbgrader"
@@ -35,7 +36,7 @@ help:
 	@echo "make gpu-bundle - (online) wheels + bubblewrap for an offline GPU host into $(GPU_BUNDLE)/, sizes checked"
 	@echo "make gpu-check  - (GPU host) GPU tests, grading in the sandbox, FPN vs smp speed -> build/gpu-check.json"
 
-install: $(STAMP) sandbox
+install: $(STAMP) sandbox browser
 
 # bubblewrap confines the student kernels while grading (autograder/sandbox.py)
 sandbox:
@@ -46,6 +47,18 @@ sandbox:
 	    sudo apt-get install -y -qq bubblewrap || { sudo apt-get update -qq && sudo apt-get install -y -qq bubblewrap; }; \
 	  fi; \
 	  command -v bwrap >/dev/null 2>&1 || { echo "bubblewrap (bwrap) is needed to sandbox student kernels and could not be installed: install the 'bubblewrap' package (apt, dnf, pacman) or set AUTOGRADER_SANDBOX=off for trusted notebooks only." >&2; exit 1; }; }
+
+# Debian's Chromium for the browser tests (tests/test_browser.py), driven by Playwright: Playwright's own
+# browser download needs the network. Where it cannot be installed the browser tests skip, saying why.
+CHROMIUM_FOUND = command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || [ -n "$$CHROMIUM" ]
+browser:
+	@$(CHROMIUM_FOUND) || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; \
+	  elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	    sudo apt-get install -y -qq chromium >/dev/null 2>&1 || { sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; }; \
+	  fi; \
+	  $(CHROMIUM_FOUND) || echo "warning: Chromium could not be installed (Debian's 'chromium' package; or set CHROMIUM=/path/to/chromium): the browser tests will be skipped." >&2; }
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,8 +77,11 @@ release: $(STAMP)
 reference: $(STAMP)
 	$(BIN)/python -m course_lib.demo --budget reference --out build/reference
 
-test: $(STAMP) sandbox
+test: $(STAMP) sandbox browser
 	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist loadscope --no-loadscope-reorder --durations=15 $(PYTEST_ARGS)
+
+browser-test: $(STAMP) sandbox browser
+	$(BIN)/python -m pytest -q -m browser --durations=15 tests/test_browser.py $(PYTEST_ARGS)
 
 bench: $(STAMP) sandbox
 	$(BIN)/python benchmarks/bench_models.py --out build/bench.json

@@ -91,3 +91,24 @@ c.GenerateFeedback.preprocessors = [HideHiddenTests, GetGrades, CSSHTMLHeaderPre
 # How long the out-of-kernel checks of one submission may take before they fail closed.
 if os.environ.get("AUTOGRADER_CHECK_TIMEOUT"):
     c.OutOfKernelChecks.timeout = float(os.environ["AUTOGRADER_CHECK_TIMEOUT"])
+
+# Formulas as MathML at export (autograder/mathml.py): nbconvert's templates load MathJax from a
+# CDN, so on an offline server feedback and formgrader pages would show raw $...$. Every HTML
+# export reads this: generate_feedback's and formgrader's.
+from autograder.mathml import RenderMathAsMathML  # noqa: E402
+
+c.HTMLExporter.preprocessors = [RenderMathAsMathML]
+
+# The exchange that release_assignment / fetch_assignment / submit / collect go through (the
+# Assignments tab and formgrader's Release and Collect buttons). A course-local folder by
+# default, which works for one user or one shared account; a multi-user JupyterHub needs one
+# folder every student can reach, e.g. NBGRADER_EXCHANGE=/srv/nbgrader/exchange created with
+# mode 0777 by an administrator, and the same root and course_id in the students' nbgrader
+# config (README, "A course on a shared server").
+c.Exchange.root = os.environ.get("NBGRADER_EXCHANGE", os.path.join(ROOT, "exchange"))
+if "NBGRADER_EXCHANGE" not in os.environ and not os.path.isdir(c.Exchange.root):
+    try:  # nbgrader lists the exchange when formgrader starts: a missing one disables release/collect
+        os.mkdir(c.Exchange.root)
+        os.chmod(c.Exchange.root, 0o777)  # what release_assignment sets: students write their submissions there
+    except OSError:
+        pass  # a read-only checkout: formgrader says the exchange is missing

@@ -3,9 +3,14 @@
     autograder release [ASSIGNMENT ...]
         generate notebooks/ (student versions) from solutions/ with nbgrader
     autograder grade ASSIGNMENT SUBMISSIONS [--workers N] [--gpus auto|none|0,1] [--timeout S]
-                     [--param NAME=VALUE ...] [--force] [--out DIR] [--db URL]
+                     [--param NAME=VALUE ...] [--force] [--out DIR] [--db URL] [--roster CSV]
         autograde every submission with nbgrader; writes autograded/, feedback/, grades.csv,
-        status.csv and report.html to --out (default: the course root)
+        status.csv and report.html to --out (default: the course root). Elsewhere than the
+        course root, --out also gets an nbgrader_config.py: `jupyter lab` started there shows
+        the run in formgrader
+    autograder export [--out DIR] [--db URL]
+        grades.csv and report.html again from the gradebook, e.g. after manual grading in
+        formgrader
     autograder execute NOTEBOOK ... [-p NAME VALUE ...] [--out DIR]
         run notebooks with papermill, as CI does
     autograder doctor [--db URL] [--strict] [--json]
@@ -66,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--param", dest="parameters", action="append", type=_name_value, default=[],
                    metavar="NAME=VALUE", help="pin a parameter of the notebook (repeatable), e.g. epochs=2")
     g.add_argument("--force", action="store_true", help="re-grade students already graded")
+    g.add_argument("--roster", type=Path, default=None,
+                   help="nbgrader's roster CSV (id,first_name,last_name,email): the students' names in formgrader")
     g.add_argument("--out", type=Path, default=ROOT, help="output folder (default: the course root)")
     g.add_argument("--db", default=None, help="gradebook URL (default: the course's, $NBGRADER_DB_URL or "
                    "sqlite:///<course root>/gradebook.db; with --out elsewhere, <out>/gradebook.db)")
@@ -74,6 +81,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="if another run grades into the same --out or gradebook, wait for it (default: refuse)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    x = commands.add_parser("export", help="grades.csv and report.html again from the gradebook (after manual grading)")
+    x.add_argument("--out", type=Path, default=ROOT, help="the folder a grade run wrote (default: the course root)")
+    x.add_argument("--db", default=None, help="gradebook URL (default: that of --out, as `grade` chose it)")
     e = commands.add_parser("execute", help="run notebooks with papermill")
     e.add_argument("notebooks", nargs="+", type=Path, metavar="NOTEBOOK")
     e.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
@@ -91,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
 def grade_command(args, parser) -> int:
     from autograder import gradebook, grading
     from autograder.locks import RunLocked
+    from autograder.roster import RosterError
 
     if args.assignment not in ASSIGNMENTS:
         parser.error(f"unknown assignment {args.assignment!r}; the course has {', '.join(ASSIGNMENTS)}")
@@ -103,23 +114,20 @@ def grade_command(args, parser) -> int:
     except ValueError as err:
         parser.error(str(err))
     out = args.out.resolve()
-    if args.db:
-        db_url = args.db
-    elif out == ROOT.resolve() or os.environ.get("NBGRADER_DB_URL"):
-        db_url = gradebook.course_db_url()
-    else:
-        db_url = gradebook.sqlite_url(out / "gradebook.db")
+    db_url = _db_url(out, args.db)
     opts = grading.GradingOptions(
         assignment=args.assignment, submissions=args.submissions.resolve(), out=out, db_url=db_url, slots=slots,
         timeout=args.timeout, cell_timeout=args.cell_timeout, training_timeout=args.training_timeout,
         parameters=parameters, force=args.force, progress=not args.no_progress, keep_workspaces=args.keep_workspaces,
-        wait=args.wait,
+        wait=args.wait, roster=args.roster.resolve() if args.roster else None,
     )
     devices = ", ".join(sorted({s.device for s in slots}))
     print(f"grading {args.assignment}: {len(slots)} worker(s) on {devices}, {slots[0].threads} CPU thread(s) each; "
           f"gradebook {gradebook.mask_url(db_url)}", flush=True)
     try:
         result = grading.grade(opts)
+    except RosterError as err:
+        parser.error(str(err))
     except RunLocked as err:
         print(f"autograder: {err}", file=sys.stderr)
         return 1
@@ -130,6 +138,33 @@ def grade_command(args, parser) -> int:
     skipped = f"; {len(result.skipped)} skipped (already graded, unchanged)" if result.skipped else ""
     print(f"{args.assignment}: {done}{skipped} in {result.seconds:.0f} s -> {out / 'status.csv'}, "
           f"{out / 'grades.csv'}, {out / 'report.html'}")
+    return 0
+
+
+def _db_url(out: Path, db: str | None) -> str:
+    """The gradebook of a run into ``out``: --db, else the course's for the course root (or with
+    $NBGRADER_DB_URL), else ``out/gradebook.db``."""
+    from autograder import gradebook
+
+    if db:
+        return db
+    if out == ROOT.resolve() or os.environ.get("NBGRADER_DB_URL"):
+        return gradebook.course_db_url()
+    return gradebook.sqlite_url(out / "gradebook.db")
+
+
+def export_command(args) -> int:
+    from autograder import grading
+    from autograder.report import write_report
+
+    out = args.out.resolve()
+    if not (out / "status.csv").is_file():
+        print(f"autograder: {out / 'status.csv'} not found: grade into --out first", file=sys.stderr)
+        return 2
+    db_url = _db_url(out, args.db)
+    grades = grading.export_grades(out, db_url)
+    write_report(grading.read_status_csv(out / "status.csv"), out / "report.html", db_url)
+    print(f"wrote {grades} and {out / 'report.html'}")
     return 0
 
 
@@ -159,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             release(args.assignments or list(ASSIGNMENTS))
         elif args.command == "grade":
             return grade_command(args, parser)
+        elif args.command == "export":
+            return export_command(args)
         elif args.command == "execute":
             return execute_command(args)
         elif args.command == "doctor":

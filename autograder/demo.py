@@ -56,7 +56,7 @@ def run(out: Path, workers: int | None = None, assignments: list[str] | None = N
         opts = grading.GradingOptions(
             assignment=assignment, submissions=EXAMPLES / assignment, out=out, db_url=sqlite_url(out / "gradebook.db"),
             slots=slots, timeout=NOTEBOOK_TIMEOUT, cell_timeout=CELL_TIMEOUT, training_timeout=TRAINING_TIMEOUT,
-            parameters=SMALL_PARAMETERS[assignment], progress=progress,
+            parameters=SMALL_PARAMETERS[assignment], progress=progress, roster=EXAMPLES / "roster.csv",
         )
         result = grading.grade(opts)
         print(f"{assignment}: {len(result.outcomes)} submissions graded in {result.seconds:.0f} s", flush=True)

@@ -48,6 +48,7 @@ from autograder import (
     gpus,
     gradebook,
     nbgrader_plugins,
+    roster,
     runtime,
     sandbox,
     submissions,
@@ -138,6 +139,7 @@ class GradingOptions:
     keep_workspaces: bool = False
     wait: bool = False                        # for another run into the same --out or gradebook
     course_root: Path = ROOT                  # whose secrets grade (the hidden split, the probes' salt)
+    roster: Path | None = None                # nbgrader's roster CSV: the students' names for formgrader
 
     @property
     def notebook(self) -> str:
@@ -464,8 +466,11 @@ def grade(opts: GradingOptions) -> BatchResult:
     started = time.perf_counter()
     check_parameters(opts.assignment, opts.parameters)
     opts.out.mkdir(parents=True, exist_ok=True)
-    entries = submissions.discover(opts.submissions)
+    entries = submissions.discover(opts.submissions, opts.assignment)
+    rows = roster.read_roster(opts.roster) if opts.roster else []  # a bad roster stops the run before it starts
     with exclusive_run(opts.out, opts.db_url, wait=opts.wait):  # one run at a time per --out and gradebook
+        if opts.out.resolve() != ROOT.resolve():
+            roster.write_formgrader_config(opts.out, opts.db_url)
         # the submissions' private course roots: reaped by the next run if this one is killed, unless kept
         scratch = (Path(tempfile.mkdtemp(prefix=f"autograder-{opts.assignment}-")) if opts.keep_workspaces
                    else runtime.new_folder())
@@ -477,7 +482,9 @@ def grade(opts: GradingOptions) -> BatchResult:
             write_status_csv(opts.out)
             if not opts.keep_workspaces:
                 runtime.remove(scratch)
-        export_grades(opts)
+        if rows:  # the gradebook exists now (prepare made it)
+            roster.import_roster(opts.db_url, rows)
+        export_grades(opts.out, opts.db_url)
         write_report(read_status_csv(opts.out / "status.csv"), opts.out / "report.html", opts.db_url)
     return BatchResult(outcomes, skipped, time.perf_counter() - started, scratch)
 
@@ -549,12 +556,12 @@ def record(task: Task, opts: GradingOptions, maxima: tuple[float, float]) -> dic
     return entry
 
 
-def export_grades(opts: GradingOptions) -> Path:
-    """``nbgrader export`` of the course gradebook to ``--out/grades.csv``."""
-    target = (opts.out / "grades.csv").resolve()
+def export_grades(out: Path, db_url: str) -> Path:
+    """``nbgrader export`` of the gradebook at ``db_url`` to ``out/grades.csv``."""
+    target = (out / "grades.csv").resolve()
     with tempfile.TemporaryDirectory(prefix="autograder-export-") as scratch:
         course = gradebook.make_course_copy(Path(scratch))
-        run_nbgrader(course, "export", f"--to={target}", env=nbgrader_env(course, {"NBGRADER_DB_URL": opts.db_url}),
+        run_nbgrader(course, "export", f"--to={target}", env=nbgrader_env(course, {"NBGRADER_DB_URL": db_url}),
                      timeout=600)
     return target
 

@@ -5,6 +5,7 @@ A SUBMISSIONS folder holds one entry per student, in any of three forms:
     <student_id>/<notebook>.ipynb     a folder with the assignment's notebook (and any files)
     <student_id>.ipynb                the notebook alone
     <student_id>.zip                  a zip of either of the above
+    <student_id>/<assignment>/...     nbgrader's collected layout: `autograder grade A submitted`
 
 Nothing here executes student code. Originals are only read: staging copies the files
 (regular files only, never symlinks, size-capped) into nbgrader's ``submitted/`` layout.
@@ -49,8 +50,21 @@ class Submission:
         return self.path.name
 
 
-def discover(submissions: Path) -> list[Submission]:
-    """The entries of a SUBMISSIONS folder (or one .ipynb/.zip file), sorted by student id."""
+def _collected(folder: Path, assignments) -> bool:
+    """Whether ``folder`` is a student's folder in nbgrader's ``submitted/`` layout: only
+    folders named after the course's assignments."""
+    children = [c for c in folder.iterdir() if c.name not in IGNORED_NAMES and not c.name.startswith(".")]
+    return bool(children) and all(c.is_dir() and not c.is_symlink() and c.name in assignments for c in children)
+
+
+def discover(submissions: Path, assignment: str | None = None) -> list[Submission]:
+    """The entries of a SUBMISSIONS folder (or one .ipynb/.zip file), sorted by student id.
+
+    Given the ``assignment``, a student folder in nbgrader's collected layout
+    (``submitted/<student>/<assignment>/``) is read from its assignment's folder, and left out
+    when the student has submitted only other assignments."""
+    from autograder.course import ASSIGNMENTS
+
     submissions = Path(submissions)
     if not submissions.exists():
         raise FileNotFoundError(f"{submissions}: no such folder or file")
@@ -61,6 +75,10 @@ def discover(submissions: Path) -> list[Submission]:
             continue
         if entry.is_symlink():
             sub = Submission(entry.name, entry, "link", problem=f"{entry.name} is a symbolic link")
+        elif entry.is_dir() and assignment and _collected(entry, ASSIGNMENTS):
+            if not (entry / assignment).is_dir():
+                continue
+            sub = Submission(entry.name, entry / assignment, "folder")
         elif entry.is_dir():
             sub = Submission(entry.name, entry, "folder")
         elif entry.suffix == ".ipynb":
@@ -138,6 +156,7 @@ def read_files(sub: Submission) -> dict[str, bytes]:
                         _add(files, rel, fh.read(MAX_FILE_BYTES + 1))
         except (zipfile.BadZipFile, EOFError) as err:
             raise InvalidSubmission(f"{sub.label} is not a valid zip file ({err})") from err
+    if sub.kind == "zip":
         # a zip of the student's folder: strip the single top folder
         tops = {name.split("/", 1)[0] for name in files}
         if len(tops) == 1 and all("/" in name for name in files):

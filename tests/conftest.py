@@ -27,7 +27,8 @@ def _seed_and_threads():
 
 # The longest modules first: test processes take tests in this order, so the long ones do
 # not start last and leave one process working alone at the end.
-LONGEST_FIRST = ("test_harness", "test_notebooks", "test_adversarial", "test_adversarial_grader", "test_trusted")
+LONGEST_FIRST = ("test_harness", "test_browser", "test_notebooks", "test_adversarial", "test_adversarial_grader",
+                 "test_trusted")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist hands out the modules
@@ -42,3 +43,18 @@ def pytest_collection_modifyitems(config, items):
                                        "`make gpu-check` runs these on a GPU host")
         for item in gpu_tests:
             item.add_marker(skip)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A failing test that used the JupyterLab server (tests/test_browser.py) gets the server's
+    log in its report, and the browser's console errors."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed:
+        lab = getattr(item, "funcargs", {}).get("lab")
+        if lab is not None and hasattr(lab, "log_tail"):
+            report.sections.append(("jupyter lab log (last 20000 characters)", lab.log_tail()))
+        page = getattr(item, "funcargs", {}).get("page")
+        if page is not None and getattr(page, "console_errors", None):
+            report.sections.append(("browser console errors", "\n".join(page.console_errors[-50:])))

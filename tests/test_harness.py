@@ -5,6 +5,8 @@ time limits, dead kernels, and ``autograder execute``."""
 from __future__ import annotations
 
 import csv
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,10 +18,11 @@ import pytest
 from nbgrader.api import Gradebook
 
 from autograder import demo, grading, runtime
-from autograder.course import ASSIGNMENTS, SMALL_PARAMETERS
+from autograder.course import ASSIGNMENTS, ROOT, SMALL_PARAMETERS
 from autograder.examples import EXAMPLES, EXPECTED, completed, write_class
 from autograder.gradebook import sqlite_url
 from autograder.gradebook import submission_scores as _submissions
+from tests.solution_runs import headless_leftovers
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 DICE = "03_dice_iou"
@@ -65,6 +68,46 @@ def test_the_main_job_gives_every_example_its_status_and_score_range(demo_run):
     assert all(by_key[(r["assignment"], r["student"])] == float(r["score"]) for r in rows)
     page = (out / "report.html").read_text()
     assert all(a in page for a in ASSIGNMENTS) and page.count("data:image/png;base64,") == 2 * len(ASSIGNMENTS)
+
+
+def test_formgrader_started_in_the_out_folder_sees_the_run_with_the_rosters_names(demo_run):
+    """--out elsewhere than the course root: the nbgrader_config.py written there gives
+    formgrader (nbgrader's NbGraderAPI, configured as formgrader configures it: from its
+    working folder) this run's gradebook, submissions and the students' names."""
+    out, rows = demo_run
+    probe = (
+        "import json; from nbgrader.apps import NbGrader; from nbgrader.apps.api import NbGraderAPI\n"
+        "from nbgrader.coursedir import CourseDirectory\n"
+        "app = NbGrader(); app.load_config_file(); cd = CourseDirectory(config=app.config)\n"
+        "api = NbGraderAPI(cd, config=app.config)\n"
+        "subs = api.get_submissions('03_dice_iou')\n"
+        "print(json.dumps({'root': cd.root, 'db': cd.db_url, 'source': cd.format_path(cd.source_directory, '.', "
+        "'03_dice_iou'), 'subs': {s['student']: [s['last_name'], s['first_name'], s['score']] for s in subs}, "
+        "'exchange': api.exchange_missing}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], cwd=out, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"})
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert Path(seen["root"]) == out.resolve()
+    assert seen["db"] == sqlite_url(out.resolve() / "gradebook.db")
+    assert Path(seen["source"]).resolve() == (ROOT / "solutions" / "03_dice_iou").resolve()
+    graded = {r["student"]: float(r["score"]) for r in rows if r["assignment"] == "03_dice_iou" and r["status"] == "graded"}
+    assert {k: v[2] for k, v in seen["subs"].items() if k in graded} == graded
+    assert seen["subs"]["complete"][:2] == ["Okafor", "Ada"]  # autograder/examples/roster.csv
+    assert seen["exchange"] is False
+
+
+def test_graded_notebooks_show_static_figures_and_no_echoed_values(demo_run):
+    """Graded headless, every completed notebook has figures, no widget output (a saved widget
+    shows as '0%', an empty block or a script error in the feedback page) and no ``Out: True``
+    or ``Out: <function ...>``: for 04 this is the headless run of its solution code (its
+    papermill run is the JupyterLab one where Chromium is, tests/test_browser.py)."""
+    out, _ = demo_run
+    for assignment, name in ASSIGNMENTS.items():
+        nb = nbformat.read(out / "autograded" / "complete" / assignment / name, as_version=4)
+        assert headless_leftovers(nb) == [], assignment
+        assert any("image/png" in o.get("data", {}) for c in nb.cells for o in c.get("outputs", [])), assignment
 
 
 def test_grading_pins_the_instructors_budget_into_the_locked_parameters_cell(demo_run):

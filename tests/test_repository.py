@@ -81,3 +81,12 @@ def test_notebook_outputs_are_ignored():
     assert sorted(out) == sorted(leftovers), f"not ignored: {sorted(set(leftovers) - set(out))}"
     notebook = "solutions/04_segmentation_assignment/segmentation_assignment.ipynb"
     assert subprocess.run(["git", "check-ignore", "-q", "--no-index", notebook], cwd=ROOT).returncode == 1
+
+
+def test_the_readmes_images_are_tracked():
+    import re
+
+    images = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", (ROOT / "README.md").read_text())
+    assert images, "the README shows JupyterLab (a screenshot from tests/test_browser.py)"
+    files = tracked()
+    assert [p for p in images if p not in files] == []

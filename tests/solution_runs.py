@@ -1,0 +1,79 @@
+"""What every run of a solution notebook must show, however it ran (papermill in
+tests/test_notebooks.py; JupyterLab's Run All Cells in tests/test_browser.py, which runs the
+final assignment's solution so that the suite trains its small reference once)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from autograder import trusted, verdicts
+from autograder.course import SMALL_PARAMETERS, solution_path
+from autograder.probes import PROBES
+
+FINAL = "04_segmentation_assignment"
+
+
+def stage_solution(assignment: str, folder: Path) -> Path:
+    """Put beside a run of the solution what nbgrader ships with it and what the grader gives
+    the hidden tests (the probes' inputs); returns the probes' cache."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cache = verdicts.probe_cache(assignment, folder.parent / f"{folder.name}-probes")
+    for name, path in verdicts.probe_inputs(cache).items():
+        shutil.copyfile(path, folder / name)
+    for path in solution_path(assignment).parent.iterdir():
+        if path.suffix != ".ipynb" and path.is_file():
+            shutil.copyfile(path, folder / path.name)
+    return cache
+
+
+def check_solution_run(assignment: str, nb, folder: Path, cache: Path) -> None:
+    """No error, figures shown, every probe answered as course_lib answers it (checked out of
+    the kernel), and for the final assignment an export that clears the calibrated thresholds."""
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert errors == []
+    images = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if "image/png" in o.get("data", {})]
+    assert images, "the notebook should show figures"
+    assert {grade_id: verdicts.check_probe(verdicts.load_arrays(verdicts.expected_path(cache, grade_id)),
+                                           verdicts.outputs_path(folder, grade_id))
+            for grade_id in verdicts.probed_cells(cache)} == dict.fromkeys(PROBES[assignment], "")
+    if assignment == FINAL:
+        _the_exported_reference_clears_every_calibrated_threshold(nb, folder / trusted.MODEL_FILE)
+
+
+def _the_exported_reference_clears_every_calibrated_threshold(nb, export: Path) -> None:
+    """The model solution, trained at the small budget with the reference's settings (seed 0, loss
+    weights 1/1/1, one-cycle at ``lr``, every epoch, the full widths, no augmentation: what the
+    calibration trains), exports a model that the trusted scorer, on the calibration's split,
+    finds above the top graded threshold by at least half the calibrated margin
+    (solutions/04_.../calibration.json)."""
+    from benchmarks.calibrate_thresholds import CALIBRATION_SPLIT_SEED
+
+    calibrated = json.loads(trusted.CALIBRATION_FILE.read_text())["budgets"]["small"]
+    chosen = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "check_settings")
+    settings = calibrated["settings"]
+    assert (f"training {settings['epochs']} epoch(s), peak lr {settings['lr']:g} (one-cycle), "
+            "weights {'w_ce': 1.0, 'w_dice': 1.0, 'w_iou': 1.0}, augmentation None, "
+            f"widths {{'fpn_channels': {settings['fpn_channels']}, 'head_channels': {settings['head_channels']}}}"
+            ) in "".join(o.get("text", "") for o in chosen.outputs)
+    miou, reason = trusted.score_export(export, SMALL_PARAMETERS[FINAL]["image_size"], CALIBRATION_SPLIT_SEED)
+    assert miou is not None, reason
+    top = trusted.thresholds("small")[-1]
+    print(f"the solution's model at the small budget: calibration-split mIoU {miou:.4f}")
+    assert miou >= top + calibrated["margin"] / 2, (
+        f"the reference scored {miou:.3f} at the small budget; the top threshold is {top} (margin {calibrated['margin']})")
+
+
+def headless_leftovers(nb) -> list[str]:
+    """What a headless run must not leave: widget outputs (static figures and text progress bars
+    only) and values such as ``True`` or ``<function ...>`` echoed by a cell's last line."""
+    found = []
+    for i, cell in enumerate(nb.cells):
+        for o in cell.get("outputs", []):
+            if "application/vnd.jupyter.widget-view+json" in o.get("data", {}):
+                found.append(f"cell {i}: a widget output")
+            text = o.get("data", {}).get("text/plain", "") if o.get("output_type") == "execute_result" else ""
+            if text in ("True", "False", "None") or text.startswith("<function"):
+                found.append(f"cell {i}: Out: {text}")
+    return found

@@ -1,0 +1,453 @@
+"""The course the way students and instructors use it: JupyterLab, widgets, nbgrader's
+Validate button, formgrader and the exchange, in a real browser (Debian's Chromium driven by
+Playwright) against a real ``jupyter lab`` serving a temporary copy of the course.
+
+``make browser-test`` runs only these. One server and one browser for the module; the
+notebooks run at the small setting. Screenshots go to build/browser/.
+"""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from autograder.course import ASSIGNMENTS, ROOT, SMALL_PARAMETERS, solution_path, student_path
+from autograder.examples import EXAMPLES
+from tests.jupyterlab import (
+    CHROMIUM_ARGS,
+    JupyterLab,
+    broken_images,
+    chromium_path,
+    menu_command,
+    open_notebook,
+    run_all_cells,
+    save_notebook,
+)
+from tests.solution_runs import FINAL, check_solution_run, stage_solution
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+SHOTS = ROOT / "build" / "browser"
+RUN_ALL_TIMEOUT = {"04_segmentation_assignment": 900}  # seconds; the others get DEFAULT_RUN_ALL_TIMEOUT
+DEFAULT_RUN_ALL_TIMEOUT = 300
+ROSTER = EXAMPLES / "roster.csv"
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    path = chromium_path()
+    if path is None:
+        pytest.skip("Chromium is not installed and `make browser` could not install it (Debian's `chromium` "
+                    "package; or set CHROMIUM=/path/to/chromium): the browser tests need a real browser")
+    return path
+
+
+@pytest.fixture(scope="module")
+def course(tmp_path_factory) -> Path:
+    """A temporary course root: the repository's tracked files (solutions, notebooks, the
+    library, the harness, its examples and config), without the builds and the gradebook."""
+    target = tmp_path_factory.mktemp("browser") / "course"
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True)
+    if listed.returncode == 0 and listed.stdout:
+        for name in listed.stdout.decode().split("\0"):
+            if name and (ROOT / name).is_file():
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / name, target / name)
+    else:  # not a git checkout
+        shutil.copytree(ROOT, target, ignore=shutil.ignore_patterns(
+            ".venv*", "build", ".git", "gradebook.db*", "submitted", "autograded", "feedback", "exchange",
+            ".gpu-bundle", "__pycache__", ".pytest_cache"))
+    return target
+
+
+@pytest.fixture(scope="module")
+def lab(course, tmp_path_factory):
+    server = JupyterLab(course, tmp_path_factory.mktemp("lab-state")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser(chromium):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, lab):
+    """A fresh browser tab that reaches only the loopback server and local files; the
+    requests it refused are in ``page.refused``."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.refused = []
+    page.console_errors = []
+
+    def route(r):
+        url = r.request.url
+        if url.startswith(("http://127.0.0.1", "file:", "data:", "blob:")):
+            r.continue_()
+        else:
+            page.refused.append(url)
+            r.abort()
+
+    context.route("**/*", route)
+    page.on("console", lambda m: page.console_errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda err: page.console_errors.append(f"page error: {err}"))
+    yield page
+    context.close()
+
+
+def _shot(page, name: str, **kwargs) -> Path:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    path = SHOTS / f"{name}.png"
+    page.screenshot(path=str(path), **kwargs)
+    return path
+
+
+def _with_small_setting(source: Path, target: Path, assignment: str) -> Path:
+    """``source`` with the small setting injected after its parameters cell, as papermill does."""
+    from papermill.iorw import load_notebook_node
+    from papermill.parameterize import parameterize_notebook
+
+    nb = parameterize_notebook(load_notebook_node(str(source)), SMALL_PARAMETERS[assignment])
+    target.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, target)
+    return target
+
+
+def _autograder(course: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """``python -m autograder.cli`` with the temporary course as its root."""
+    done = subprocess.run([sys.executable, "-m", "autograder.cli", *args], cwd=course, capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, f"autograder {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+def _nbgrader(course: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, "-m", "nbgrader", *args], cwd=course, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, f"nbgrader {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done
+
+
+# --------------------------------------------------------------------------- the student
+def _interact_cells(nb) -> list[int]:
+    return [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code" and "interact_or_static(" in cell.source
+            and "import" not in cell.source.split("interact_or_static(")[0].splitlines()[-1]]
+
+
+TRAINED_CELLS = ("train_fpn", "train_baseline", "loss_ablation")  # 04's cells that call fit (pets: only with the data)
+
+
+def _cells_by_grade_id(nb, grade_ids) -> list[int]:
+    return [i for i, cell in enumerate(nb.cells) if cell.metadata.get("nbgrader", {}).get("grade_id") in grade_ids]
+
+
+def _move_control(page, output) -> str:
+    """Move the first slider or dropdown of an interact one step; returns what was moved."""
+    dropdown = output.locator(".widget-dropdown select")
+    if dropdown.count():
+        select = dropdown.first
+        options = select.locator("option").all_inner_texts()
+        current = select.input_value()
+        other = next(o for o in options if o != current)
+        select.select_option(other)
+        return f"dropdown {current} -> {other}"
+    handle = output.locator(".widget-slider .noUi-handle").first
+    now, high = float(handle.get_attribute("aria-valuenow")), float(handle.get_attribute("aria-valuemax"))
+    handle.focus()
+    key = "ArrowRight" if now < high else "ArrowLeft"
+    page.keyboard.press(key)
+    return f"slider {now:g} {key}"
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_student_runs_all_cells_in_jupyterlab_with_live_widgets(assignment, course, lab, page):
+    """A student's completed notebook (the `complete` example; for 04 the solution itself, hidden
+    tests and probes included, so that the suite trains the small reference once), the small
+    setting injected, run with Run → Run All Cells: no error, every figure an image, every
+    interact a live widget whose figure follows its control, and fit's progress bars widgets
+    at 100 %."""
+    name = ASSIGNMENTS[assignment]
+    relative = f"student/{assignment}/{name}"
+    folder = course / "student" / assignment
+    if assignment == FINAL:  # the source, hidden tests included: the suite trains its small reference once
+        cache = stage_solution(assignment, folder)
+        _with_small_setting(solution_path(assignment), course / relative, assignment)
+    else:
+        shutil.copytree(course / "notebooks" / assignment, folder)  # what was released
+        _with_small_setting(EXAMPLES / assignment / "complete" / name, course / relative, assignment)
+    open_notebook(page, lab, relative)
+    seconds = run_all_cells(page, RUN_ALL_TIMEOUT.get(assignment, DEFAULT_RUN_ALL_TIMEOUT))
+    save_notebook(page)
+    _shot(page, f"{assignment}-run-all")
+    print(f"{assignment}: Run All Cells in {seconds:.0f} s")
+
+    saved = nbformat.read(course / relative, as_version=4)
+    code = [c for c in saved.cells if c.cell_type == "code"]
+    errors = [f"cell {i}: {o.get('ename')}: {o.get('evalue')}" for i, c in enumerate(saved.cells)
+              if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors, errors
+    not_run = [i for i, c in enumerate(saved.cells) if c.cell_type == "code" and c.execution_count is None
+               and c.source.strip()]
+    assert not not_run, f"cells never ran: {not_run}"
+    assert len(code) > 5
+
+    cells = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Notebook-cell")
+    assert cells.count() == len(saved.cells)
+    scope = ".jp-NotebookPanel:not(.lm-mod-hidden) .jp-OutputArea"
+    pngs = sum("image/png" in o.get("data", {}) for c in code for o in c.outputs)
+    shown = page.locator(f"{scope} img").count()
+    assert pngs > 0 and shown >= pngs, f"{pngs} figures saved, {shown} images in the page"
+    assert broken_images(page, scope) == []
+    text = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)").inner_text()
+    for failure in ("Error displaying widget", "Loading widget...", "Traceback"):
+        assert failure not in text
+
+    interacts = _interact_cells(saved)
+    assert interacts, "each notebook has an interactive figure"
+    for index in interacts:
+        output = cells.nth(index).locator(".jp-Cell-outputArea")
+        assert output.locator(".widget-interact").count() == 1, f"cell {index}: not a live ipywidgets interact"
+        image = output.locator(".widget-interact img").first
+        image.wait_for(timeout=30000)
+        before = image.get_attribute("src")
+        cells.nth(index).scroll_into_view_if_needed()
+        moved = _move_control(page, output)
+        page.wait_for_function(
+            "([el, before]) => { const i = el.querySelector('img'); return i && i.getAttribute('src') !== before; }",
+            arg=[output.element_handle(), before], timeout=60000)
+        assert broken_images(page, scope) == [], moved
+    cells.nth(interacts[0]).locator(".widget-interact img").first.scroll_into_view_if_needed()
+    _shot(page, f"{assignment}-widget")
+
+    bars = page.locator(f"{scope} .widget-hprogress")
+    if assignment == "04_segmentation_assignment":
+        fits = _cells_by_grade_id(saved, TRAINED_CELLS)
+        assert len(fits) == len(TRAINED_CELLS)
+        for i in fits:
+            assert cells.nth(i).locator(".widget-hprogress").count() >= 1, f"cell {i}: fit shows no widget progress bar"
+        for i in fits:
+            box = cells.nth(i).locator(".widget-hbox", has=page.locator(".widget-hprogress")).first
+            assert "100%" in box.inner_text(), f"cell {i}: {box.inner_text()!r}"
+            width = box.locator(".progress-bar").first.evaluate("e => e.style.width")
+            assert width == "100%", f"cell {i}: the bar is at {width}"
+        cells.nth(fits[0]).scroll_into_view_if_needed()
+        _shot(page, f"{assignment}-progress")
+    for i in range(bars.count()):  # any bar left on the page ended
+        assert "100%" in bars.nth(i).locator("xpath=..").inner_text()
+    if assignment == FINAL:  # what test_notebooks checks of a papermill run of the other solutions
+        check_solution_run(assignment, saved, folder, cache)
+
+
+# --------------------------------------------------------------------------- Validate
+def _validate(page, lab, relative: str) -> str:
+    """Open ``relative``, press nbgrader's Validate button, return the dialog's text."""
+    open_notebook(page, lab, relative)
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-NotebookPanel-toolbar").get_by_text("Validate").first.click()
+    dialog = page.locator(".jp-Dialog .validation-success, .jp-Dialog .validation-failed, .jp-Dialog pre")
+    dialog.first.wait_for(timeout=300000)  # nbgrader runs the whole notebook on the server
+    text = page.locator(".jp-Dialog").first.inner_text()
+    return text
+
+
+def test_validate_button_passes_a_solution_and_lists_the_failing_tests_of_an_untouched_notebook(course, lab, page):
+    assignment = "03_dice_iou"
+    name = ASSIGNMENTS[assignment]
+    solved = _with_small_setting(solution_path(assignment), course / "validate" / "solved" / name, assignment)
+    untouched = _with_small_setting(student_path(assignment), course / "validate" / "untouched" / name, assignment)
+
+    text = _validate(page, lab, str(solved.relative_to(course)))
+    assert page.locator(".jp-Dialog .validation-success").count() == 1, text
+    assert "Success! Your notebook passes all the tests." in text
+    _shot(page, "validate-success")
+    page.locator(".jp-Dialog button", has_text="Ok").first.click()
+
+    text = _validate(page, lab, str(untouched.relative_to(course)))
+    assert page.locator(".jp-Dialog .validation-failed").count() == 1, text
+    failing = [c for c in nbformat.read(untouched, as_version=4).cells
+               if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")]
+    assert "cell failed" in text and "NotImplementedError" in text, text
+    shown = sum(1 for c in failing if c.source.strip() and c.source.strip().splitlines()[0][:40] in text)
+    assert shown >= 1, "the dialog quotes the failing test cells"
+    _shot(page, "validate-failed")
+
+
+# --------------------------------------------------------------------------- the instructor
+GRADED = "03_dice_iou"  # the assignment graded into the course root for formgrader (fast, with written answers)
+
+
+@pytest.fixture(scope="module")
+def graded(course, tmp_path_factory) -> Path:
+    """``autograder grade`` of two example submissions of 03 into the course root, with the
+    examples' roster."""
+    batch = tmp_path_factory.mktemp("batch")
+    name = ASSIGNMENTS[GRADED]
+    shutil.copytree(EXAMPLES / GRADED / "complete", batch / "complete")
+    shutil.copy(EXAMPLES / GRADED / "untouched.ipynb", batch / "untouched.ipynb")
+    params = [f"--param={k}={v}" for k, v in SMALL_PARAMETERS[GRADED].items()]
+    _autograder(course, "grade", GRADED, str(batch), "--workers", "2", "--no-progress", "--roster", str(ROSTER),
+                *params)
+    assert (course / "autograded" / "complete" / GRADED / name).is_file()
+    return course
+
+
+def _formgrader(page, lab):
+    """JupyterLab, then Nbgrader → Formgrader: the formgrader frame."""
+    page.goto(lab.url(f"lab/workspaces/formgrader-{id(page)}?reset"))
+    page.wait_for_selector(".jp-LabShell", timeout=60000)
+    menu_command(page, "Nbgrader", "nbgrader:open-formgrader")
+    frame = page.frame_locator(".jp-MainAreaWidget:not(.lm-mod-hidden) iframe").first
+    frame.locator("h1", has_text="Manage Assignments").wait_for(timeout=60000)
+    return frame
+
+
+def _written_answers(assignment: str) -> list[str]:
+    nb = nbformat.read(solution_path(assignment), as_version=4)
+    return [c.metadata.nbgrader["grade_id"] for c in nb.cells if c.cell_type == "markdown"
+            and c.metadata.get("nbgrader", {}).get("grade") and c.metadata.nbgrader.get("solution")]
+
+
+def _csv_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_formgrader_manual_grade_lands_in_gradebook_grades_csv_and_feedback(graded, lab, page, tmp_path):
+    from nbgrader.api import Gradebook
+
+    course, notebook = graded, Path(ASSIGNMENTS[GRADED]).stem
+    answer = _written_answers(GRADED)[0]
+    db_url = f"sqlite:///{course / 'gradebook.db'}"
+    with Gradebook(db_url) as gb:
+        before = gb.find_submission(GRADED, "complete").score
+        max_points = gb.find_grade(answer, notebook, GRADED, "complete").max_score
+    points, comment = max_points - 1, "Right idea; say why the gap is largest at IoU = sqrt(2) - 1."
+
+    frame = _formgrader(page, lab)
+    frame.locator("a", has_text="Manual Grading").first.click()
+    frame.locator("a", has_text=GRADED).first.click()
+    frame.locator("a", has_text=notebook).first.click()
+    table = frame.locator("table").first
+    table.locator("a.name-hidden").first.wait_for(timeout=30000)  # students anonymous until asked
+    frame.locator("#toggle_names").click()
+    table.locator("text=Okafor, Ada").wait_for(timeout=30000)  # the roster's names, not "None, None"
+    assert "None, None" not in table.inner_text()
+    _shot(page, "formgrader-submissions")
+    table.locator("a.name-shown", has_text="Okafor, Ada").click()
+
+    score = frame.locator(f"input.score[id='{answer}']")
+    score.wait_for(timeout=60000)
+    score.scroll_into_view_if_needed()
+    score.fill(str(points))
+    score.press("Tab")  # formgrader saves a score on change
+    box = frame.locator(f"textarea[id='{answer}-comment']")
+    box.fill(comment)
+    box.press("Tab")
+    page.wait_for_timeout(500)
+    _shot(page, "formgrader-manual-grade")
+
+    grade = None
+    for _ in range(60):  # saved through formgrader's REST API
+        with Gradebook(db_url) as gb:
+            grade = gb.find_grade(answer, notebook, GRADED, "complete").manual_score
+            saved = gb.find_comment(answer, notebook, GRADED, "complete").manual_comment
+            after = gb.find_submission(GRADED, "complete").score
+        if grade == points and saved == comment:
+            break
+        page.wait_for_timeout(500)
+    assert (grade, saved) == (points, comment)
+    assert after == pytest.approx(before + points)
+
+    _autograder(course, "export")
+    row = next(r for r in _csv_rows(course / "grades.csv") if r["student_id"] == "complete" and r["assignment"] == GRADED)
+    assert float(row["score"]) == pytest.approx(after)
+
+    _nbgrader(course, "generate_feedback", GRADED, "--student=complete", "--force")
+    feedback = course / "feedback" / "complete" / GRADED / f"{notebook}.html"
+    html = feedback.read_text()
+    assert comment in html and f"{after:g}" in html
+    assert "BEGIN SOLUTION" not in html and "END SOLUTION" not in html  # markers stripped from written answers too
+
+    page.goto(feedback.as_uri())
+    page.wait_for_load_state("load")
+    assert broken_images(page) == []
+    assert page.locator("math").count() > 10, "formulas rendered at export (MathML), no MathJax needed"
+    prose = page.evaluate("() => { const b = document.body.cloneNode(true);"
+                          " b.querySelectorAll('.input_area, .input, pre, code, .highlight').forEach(e => e.remove());"
+                          " return b.textContent; }")  # the text outside code
+    assert "$" not in prose.replace("\\$", ""), "a formula left as raw $...$"
+    assert not [e for e in page.console_errors if "$ is not defined" in e]
+    page.get_by_text(comment).first.scroll_into_view_if_needed()
+    _shot(page, "feedback")
+
+
+def test_grading_report_renders_without_broken_images(graded, page):
+    page.goto((graded / "report.html").as_uri())
+    page.wait_for_load_state("load")
+    assert broken_images(page) == []
+    text = page.locator("body").inner_text()
+    assert "complete" in text and "untouched" in text
+    assert not page.console_errors, page.console_errors
+    _shot(page, "report", full_page=True)
+
+
+def test_release_fetch_submit_collect_round_trip_then_autograde(graded, lab, page):
+    """The instructor releases 01 in formgrader, the student fetches it in the Assignments tab,
+    completes and submits it, the instructor collects it, and `autograder grade` grades what
+    was collected (the exchange is the course-local one nbgrader_config.py sets up)."""
+    import getpass
+
+    course, assignment = graded, "01_pyramids_vs_fpn"
+    name = ASSIGNMENTS[assignment]
+    frame = _formgrader(page, lab)
+    row = frame.locator("tr", has_text=assignment)
+    assert frame.locator("#warning-exchange").count() == 0, "formgrader sees the exchange"
+    for step in ("assign", "release"):  # Generate, then Release
+        row.locator(f"td.{step} a").click()
+        title = frame.locator(".modal-title").first
+        title.wait_for(timeout=120000)
+        assert title.inner_text() == "Success", frame.locator(".modal-body").first.inner_text()
+        frame.locator(".modal .close").first.click()
+        frame.locator(".modal-title").first.wait_for(state="detached", timeout=10000)
+    assert "released" in row.locator("td.status").inner_text()
+    assert (course / "exchange" / "fpn-segmentation" / "outbound" / assignment / name).is_file()
+
+    menu_command(page, "Nbgrader", "nbgrader:open-assignment-list")
+    released = page.locator("#released_assignments_list")
+    released.locator("button", has_text="Fetch").first.click()
+    fetched = page.locator("#fetched_assignments_list")
+    fetched.locator("button", has_text="Submit").first.wait_for(timeout=60000)
+    local = course / assignment / name
+    assert local.is_file(), "fetched into the student's folder"
+    shutil.copy(EXAMPLES / assignment / "complete" / name, local)  # the student's work
+    fetched.locator("button", has_text="Submit").first.click()
+    page.locator("#submitted_assignments_list .list_item").first.wait_for(timeout=60000)
+    _shot(page, "assignments-tab")
+
+    frame = _formgrader(page, lab)
+    row = frame.locator("tr", has_text=assignment)
+    row.locator("td.collect a").click()
+    title = frame.locator(".modal-title").first
+    title.wait_for(timeout=120000)
+    assert title.inner_text() == "Success", frame.locator(".modal-body").first.inner_text()
+    student = getpass.getuser()
+    collected = course / "submitted" / student / assignment / name
+    assert collected.is_file() and collected.read_bytes() == local.read_bytes()
+
+    params = [f"--param={k}={v}" for k, v in SMALL_PARAMETERS[assignment].items()]
+    _autograder(course, "grade", assignment, str(course / "submitted"), "--workers", "1", "--no-progress", *params)
+    status = [r for r in _csv_rows(course / "status.csv") if r["assignment"] == assignment]
+    assert [(r["student"], r["status"]) for r in status] == [(student, "graded")], status
+    assert float(status[0]["auto_score"]) == float(status[0]["auto_max_score"]) > 0
