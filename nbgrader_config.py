@@ -109,6 +109,8 @@ c.Exchange.root = os.environ.get("NBGRADER_EXCHANGE", os.path.join(ROOT, "exchan
 if "NBGRADER_EXCHANGE" not in os.environ and not os.path.isdir(c.Exchange.root):
     try:  # nbgrader lists the exchange when formgrader starts: a missing one disables release/collect
         os.mkdir(c.Exchange.root)
-        os.chmod(c.Exchange.root, 0o777)  # what release_assignment sets: students write their submissions there
+        # everyone writes (release_assignment would chmod it 0777 too); sticky, as /tmp: no one
+        # removes or renames another's entries
+        os.chmod(c.Exchange.root, 0o1777)
     except OSError:
         pass  # a read-only checkout: formgrader says the exchange is missing

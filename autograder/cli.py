@@ -155,6 +155,7 @@ def _db_url(out: Path, db: str | None) -> str:
 
 def export_command(args) -> int:
     from autograder import grading
+    from autograder.locks import RunLocked, exclusive_run
     from autograder.report import write_report
 
     out = args.out.resolve()
@@ -162,9 +163,14 @@ def export_command(args) -> int:
         print(f"autograder: {out / 'status.csv'} not found: grade into --out first", file=sys.stderr)
         return 2
     db_url = _db_url(out, args.db)
-    grades = grading.export_grades(out, db_url)
-    write_report(grading.read_status_csv(out / "status.csv"), out / "report.html", db_url)
-    print(f"wrote {grades} and {out / 'report.html'}")
+    try:
+        with exclusive_run(out, db_url):  # not beside a grade run writing the same files
+            grades = grading.export_grades(out, db_url)
+            write_report(grading.read_status_csv(out / "status.csv"), out / "report.html", db_url)
+    except RunLocked as err:
+        print(f"autograder: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {grades} and {out / 'report.html'} (scores from the gradebook, manual grades included)")
     return 0
 
 

@@ -336,12 +336,22 @@ def record_gradebook(task: Task, opts: GradingOptions) -> None:
         gradebook.clear_submission(opts.db_url, opts.assignment, task.student)
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(Path(folder).resolve())
+        return True
+    except ValueError:
+        return False
+
+
 def collect_files(task: Task, opts: GradingOptions) -> None:
     """The staged submission, the graded notebook and the feedback into --out, nbgrader's
     layout: regular files only (nothing that could be a link is followed)."""
     for step in ("submitted", "autograded", "feedback"):
         target = opts.out / step / task.student / opts.assignment
         source = task.workspace / step / task.student / opts.assignment
+        if step == "submitted" and _inside(target, opts.submissions):
+            continue  # graded where nbgrader collected it: the student's files stay as they came
         if target.exists():
             shutil.rmtree(target)
         if source.is_dir() and (task.graded or step == "submitted"):
@@ -471,6 +481,8 @@ def grade(opts: GradingOptions) -> BatchResult:
     with exclusive_run(opts.out, opts.db_url, wait=opts.wait):  # one run at a time per --out and gradebook
         if opts.out.resolve() != ROOT.resolve():
             roster.write_formgrader_config(opts.out, opts.db_url)
+        if rows:
+            roster.import_roster(opts.db_url, rows)
         # the submissions' private course roots: reaped by the next run if this one is killed, unless kept
         scratch = (Path(tempfile.mkdtemp(prefix=f"autograder-{opts.assignment}-")) if opts.keep_workspaces
                    else runtime.new_folder())
@@ -482,8 +494,6 @@ def grade(opts: GradingOptions) -> BatchResult:
             write_status_csv(opts.out)
             if not opts.keep_workspaces:
                 runtime.remove(scratch)
-        if rows:  # the gradebook exists now (prepare made it)
-            roster.import_roster(opts.db_url, rows)
         export_grades(opts.out, opts.db_url)
         write_report(read_status_csv(opts.out / "status.csv"), opts.out / "report.html", opts.db_url)
     return BatchResult(outcomes, skipped, time.perf_counter() - started, scratch)

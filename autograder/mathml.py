@@ -10,29 +10,47 @@ convert stays as it was.
 
 from __future__ import annotations
 
-import html
 import re
 
 from nbconvert.preprocessors import Preprocessor
 
-# fenced code, inline code spans, then math: $$..$$, \[..\], \(..\), $..$ (not \$, not "$ 5 and $ 6")
+# fenced code, inline code spans, then math: $$..$$, \[..\], \(..\), $..$ (not \$, not "$5 and $6"),
+# none of them across a blank line (a paragraph): what MathJax pairs in a rendered notebook
+_NOT_PARAGRAPH = r"(?:(?!\n[ \t]*\n)[^$])"
 _TOKENS = re.compile(
-    r"(?P<fence>^(?P<ticks>```|~~~).*?^(?P=ticks)[ \t]*$)"
-    r"|(?P<code>(?P<bt>`+).+?(?P=bt))"
-    r"|(?P<display>\$\$(?P<d1>.+?)\$\$|\\\[(?P<d2>.+?)\\\])"
-    r"|(?P<inline>\\\((?P<i1>.+?)\\\)|(?<![\\$])\$(?P<i2>[^\s$](?:[^$]*?[^\\$])?)\$(?!\d))",
+    r"(?P<fence>^(?P<ticks>`{3,}|~{3,}).*?^(?P=ticks)[ \t]*$)"
+    r"|(?P<code>(?P<bt>`+)(?:(?!\n[ \t]*\n).)+?(?P=bt))"
+    rf"|(?P<display>\$\$(?P<d1>{_NOT_PARAGRAPH}+?)\$\$|\\\[(?P<d2>(?:(?!\n[ \t]*\n).)+?)\\\])"
+    rf"|(?P<inline>\\\((?P<i1>(?:(?!\n[ \t]*\n).)+?)\\\)|(?<![\\$])\$(?P<i2>[^\s$](?:{_NOT_PARAGRAPH}*?[^\\$])?)\$(?!\d))",
     re.DOTALL | re.MULTILINE,
 )
+_ALIGNED = re.compile(r"\\begin\{aligned\}(?P<body>.*?)\\end\{aligned\}", re.DOTALL)
+
+
+def _aligned_as_array(latex: str) -> str:
+    """``aligned`` (which latex2mathml flattens, '&' and all) as an ``array`` of right/left
+    aligned columns, which it lays out as a table."""
+    def replace(match: re.Match) -> str:
+        body = match.group("body")
+        columns = 1 + max(row.count("&") for row in body.split("\\\\"))
+        return "\\begin{array}{" + ("rl" * columns)[:columns] + "}" + body + "\\end{array}"
+
+    return _ALIGNED.sub(replace, latex)
 
 
 def latex_to_mathml(latex: str, display: bool = False) -> str | None:
-    """MathML for one formula, or None where latex2mathml cannot convert it."""
+    """MathML for one formula, or None where latex2mathml cannot convert it to well-formed
+    MathML (the TeX then stays for the reader)."""
+    from xml.etree import ElementTree
+
     from latex2mathml.converter import convert
 
     try:
-        return convert(latex.strip(), display="block" if display else "inline")
-    except Exception:  # latex2mathml raises assorted errors on TeX it does not know
+        mathml = convert(_aligned_as_array(latex.strip()), display="block" if display else "inline")
+        ElementTree.fromstring(mathml)  # e.g. \text{x<y} comes back as raw markup: not ours to emit
+    except Exception:  # latex2mathml and the XML parser raise assorted errors on what they cannot read
         return None
+    return mathml
 
 
 def render_math(markdown: str) -> str:
@@ -44,7 +62,7 @@ def render_math(markdown: str) -> str:
         display = match.group("display") is not None
         latex = next(g for g in (match.group("d1"), match.group("d2"), match.group("i1"), match.group("i2"))
                      if g is not None)
-        mathml = latex_to_mathml(html.unescape(latex), display)
+        mathml = latex_to_mathml(latex, display)
         if mathml is None:
             return match.group(0)
         # markdown would read the MathML's line breaks and '*' / '_' as its own syntax
@@ -70,7 +88,7 @@ class RenderMathAsMathML(Preprocessor):
             if isinstance(latex, list):
                 latex = "".join(latex)
             if latex and "text/html" not in data and _has_math(latex):
-                rendered = render_math(latex)
-                if rendered != latex:
-                    data["text/html"] = rendered
+                rendered = render_math(latex.strip())
+                if rendered.startswith("<math") and rendered.endswith("</math>") and rendered.count("<math") == 1:
+                    data["text/html"] = rendered  # one formula and nothing else (no text left unescaped)
         return cell, resources

@@ -99,10 +99,18 @@ def enforcement_warning(rows: list[dict]) -> str:
 
 
 def assignment_section(assignment: str, rows: list[dict], db_url: str | None) -> str:
+    note = ""
+    if db_url:  # the gradebook's scores: manual grades entered in formgrader since count
+        try:
+            current = gradebook.submission_scores(db_url, assignment)
+            rows = [dict(r, score=current[r["student"]]) if r["student"] in current else r for r in rows]
+        except Exception as err:  # the page still says what it can
+            note = f"<p>scores as graded (the gradebook could not be read: {html.escape(str(err))})</p>"
     counts = Counter(r["status"] for r in rows)
     max_score = max((float(r["max_score"]) for r in rows), default=0.0)
     parts = [f"<h2>{html.escape(assignment)}</h2>",
-             "<p>" + ", ".join(f"{counts[s]} {s}" for s in STATUS_COLORS if counts[s]) + f" — {len(rows)} submissions</p>"]
+             "<p>" + ", ".join(f"{counts[s]} {s}" for s in STATUS_COLORS if counts[s]) + f" — {len(rows)} submissions</p>",
+             note]
     questions = []
     if db_url:
         try:

@@ -42,6 +42,8 @@ def read_roster(path: Path) -> list[dict[str, str | None]]:
                 # only the columns the roster has: a roster without emails leaves the gradebook's as they are
                 rows.append({"id": student, **{k: (row.get(k) or "").strip() or None for k in FIELDS
                                                if k in reader.fieldnames}})
+            if not rows:
+                raise RosterError(f"{path}: no students under the header")
             return rows
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise RosterError(f"{path}: {err}") from err
@@ -60,18 +62,27 @@ def import_roster(db_url: str, rows: list[dict[str, str | None]]) -> int:
     return len(rows)
 
 
-def write_formgrader_config(out: Path, db_url: str) -> Path:
+MARKER = "Written by `autograder grade`"
+
+
+def write_formgrader_config(out: Path, db_url: str) -> Path | None:
     """``out/nbgrader_config.py``: the course's config with ``out`` as the course root, so that
     ``jupyter lab`` started in ``out`` shows this run in formgrader (the assignments' source and
     release stay the course's). A database URL that is not a file is read from
-    ``$NBGRADER_DB_URL`` then, so no password is written to disk."""
+    ``$NBGRADER_DB_URL`` then, so no password is written to disk. A config there that this
+    function did not write is left alone (returns None)."""
     out = out.resolve()
-    sqlite = db_url.startswith("sqlite:///")
-    db_line = (f"c.CourseDirectory.db_url = {db_url!r}" if sqlite
-               else 'c.CourseDirectory.db_url = os.environ["NBGRADER_DB_URL"]  # set it to the run\'s --db')
     path = out / "nbgrader_config.py"
+    if path.exists() and MARKER not in path.read_text(errors="replace"):
+        return None
+    if db_url.startswith("sqlite:///"):
+        db_line = f"c.CourseDirectory.db_url = {'sqlite:///' + str(Path(db_url[len('sqlite:///'):]).resolve())!r}"
+    else:
+        db_line = ('if not os.environ.get("NBGRADER_DB_URL"):\n'
+                   '    raise RuntimeError("this run\'s gradebook is not a file: set NBGRADER_DB_URL to its --db URL")\n'
+                   'c.CourseDirectory.db_url = os.environ["NBGRADER_DB_URL"]')
     path.write_text(
-        '"""Written by `autograder grade`: `jupyter lab` started in this folder shows this run in\n'
+        f'"""{MARKER}: `jupyter lab` started in this folder shows this run in\n'
         'formgrader. The course\'s own config, with this folder as the course root."""\n\n'
         "import os\n\n"
         "c = get_config()  # noqa: F821\n"

@@ -61,8 +61,8 @@ def discover(submissions: Path, assignment: str | None = None) -> list[Submissio
     """The entries of a SUBMISSIONS folder (or one .ipynb/.zip file), sorted by student id.
 
     Given the ``assignment``, a student folder in nbgrader's collected layout
-    (``submitted/<student>/<assignment>/``) is read from its assignment's folder, and left out
-    when the student has submitted only other assignments."""
+    (``submitted/<student>/<assignment>/``) is read from its assignment's folder; one holding
+    only other assignments is invalid, with that reason."""
     from autograder.course import ASSIGNMENTS
 
     submissions = Path(submissions)
@@ -76,9 +76,12 @@ def discover(submissions: Path, assignment: str | None = None) -> list[Submissio
         if entry.is_symlink():
             sub = Submission(entry.name, entry, "link", problem=f"{entry.name} is a symbolic link")
         elif entry.is_dir() and assignment and _collected(entry, ASSIGNMENTS):
-            if not (entry / assignment).is_dir():
-                continue
-            sub = Submission(entry.name, entry / assignment, "folder")
+            if (entry / assignment).is_dir():
+                sub = Submission(entry.name, entry / assignment, "folder")
+            else:
+                others = ", ".join(sorted(c.name for c in entry.iterdir() if c.is_dir()))
+                sub = Submission(entry.name, entry, "folder",
+                                 problem=f"no {assignment}/ in the collected submissions (only {others})")
         elif entry.is_dir():
             sub = Submission(entry.name, entry, "folder")
         elif entry.suffix == ".ipynb":

@@ -58,3 +58,14 @@ def pytest_runtest_makereport(item, call):
         page = getattr(item, "funcargs", {}).get("page")
         if page is not None and getattr(page, "console_errors", None):
             report.sections.append(("browser console errors", "\n".join(page.console_errors[-50:])))
+
+
+def pytest_collection_finish(session):
+    """The assignments whose solution runs in JupyterLab this session (Chromium here and that
+    browser test chosen, after -m/-k): they run there only, nothing executed twice."""
+    from tests.jupyterlab import chromium_path
+    from tests.solution_runs import SOLUTIONS_RUN_IN_BROWSER
+
+    chosen = frozenset(item.callspec.params["assignment"] for item in session.items
+                       if "test_browser.py::test_student_runs_all_cells" in item.nodeid and hasattr(item, "callspec"))
+    session.config.stash[SOLUTIONS_RUN_IN_BROWSER] = chosen if chromium_path() is not None else frozenset()

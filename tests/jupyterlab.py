@@ -70,8 +70,6 @@ class JupyterLab:
         env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings),
                    JUPYTERLAB_WORKSPACES_DIR=str(self.state / "workspaces"),
                    JUPYTER_RUNTIME_DIR=str(self.state / "runtime"))
-        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            env.pop(name, None)  # the kernels the student starts get what a student's would
         for _ in range(attempts):  # another process may take the free port before the server binds it
             self.port = free_port()
             command = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
@@ -118,21 +116,33 @@ class JupyterLab:
         except OSError:
             return "(no log)"
 
+    def shutdown_kernels(self) -> None:
+        """Shut down every kernel the server runs (kernels live in sessions of their own: killing
+        the server's process group would not reach them)."""
+        try:
+            for kernel in self.api("kernels"):
+                self.api(f"kernels/{kernel['id']}", method="DELETE")
+        except (urllib.error.URLError, OSError):
+            pass
+
     def stop(self) -> None:
         if self.process is None:
             return
         if self.process.poll() is None:
+            self.shutdown_kernels()
             try:
-                self.api("shutdown", method="POST")  # shuts its kernels down too
+                self.api("shutdown", method="POST")
                 self.process.wait(timeout=20)
             except (urllib.error.URLError, OSError, subprocess.TimeoutExpired):
                 pass
-        if self.process.poll() is None:
+        for sig in (signal.SIGTERM, signal.SIGKILL):  # jupyter_server shuts its kernels down on SIGTERM
+            if self.process.poll() is not None:
+                break
             try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
+                os.killpg(self.process.pid, sig)
+                self.process.wait(timeout=20)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
                 pass
-            self.process.wait(timeout=20)
         self.process = None
 
 

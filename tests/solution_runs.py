@@ -1,6 +1,6 @@
-"""What every run of a solution notebook must show, however it ran (papermill in
-tests/test_notebooks.py; JupyterLab's Run All Cells in tests/test_browser.py, which runs the
-final assignment's solution so that the suite trains its small reference once)."""
+"""What every run of a solution notebook must show, however it ran: JupyterLab's Run All Cells
+(tests/test_browser.py) where Chromium is, papermill (tests/test_notebooks.py) where not. Each
+solution runs once per suite."""
 
 from __future__ import annotations
 
@@ -8,11 +8,16 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from autograder import trusted, verdicts
 from autograder.course import SMALL_PARAMETERS, solution_path
 from autograder.probes import PROBES
 
 FINAL = "04_segmentation_assignment"
+# set by tests/conftest.py once the session's tests are chosen: the assignments whose solution runs
+# in JupyterLab (tests/test_browser.py) this session; test_notebooks leaves their papermill runs out
+SOLUTIONS_RUN_IN_BROWSER = pytest.StashKey[frozenset]()
 
 
 def stage_solution(assignment: str, folder: Path) -> Path:
@@ -65,15 +70,22 @@ def _the_exported_reference_clears_every_calibrated_threshold(nb, export: Path) 
         f"the reference scored {miou:.3f} at the small budget; the top threshold is {top} (margin {calibrated['margin']})")
 
 
-def headless_leftovers(nb) -> list[str]:
-    """What a headless run must not leave: widget outputs (static figures and text progress bars
-    only) and values such as ``True`` or ``<function ...>`` echoed by a cell's last line."""
+def echoed_values(nb) -> list[str]:
+    """Values such as ``True`` or ``<function ...>`` shown as a cell's ``Out[]`` (a cell ending in
+    a call that returns something it should not show)."""
     found = []
     for i, cell in enumerate(nb.cells):
         for o in cell.get("outputs", []):
-            if "application/vnd.jupyter.widget-view+json" in o.get("data", {}):
-                found.append(f"cell {i}: a widget output")
             text = o.get("data", {}).get("text/plain", "") if o.get("output_type") == "execute_result" else ""
             if text in ("True", "False", "None") or text.startswith("<function"):
                 found.append(f"cell {i}: Out: {text}")
     return found
+
+
+def headless_leftovers(nb) -> list[str]:
+    """What a headless run must not leave: widget outputs (static figures and text progress bars
+    only: a saved widget shows as '0%', an empty block or a script error in nbconvert's HTML)
+    and echoed values."""
+    widgets = [f"cell {i}: a widget output" for i, cell in enumerate(nb.cells) for o in cell.get("outputs", [])
+               if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    return widgets + echoed_values(nb)

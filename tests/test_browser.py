@@ -9,6 +9,8 @@ notebooks run at the small setting. Screenshots go to build/browser/.
 from __future__ import annotations
 
 import csv
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -29,7 +31,7 @@ from tests.jupyterlab import (
     run_all_cells,
     save_notebook,
 )
-from tests.solution_runs import FINAL, check_solution_run, stage_solution
+from tests.solution_runs import check_solution_run, echoed_values, stage_solution
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -106,6 +108,7 @@ def page(browser, lab):
     page.on("pageerror", lambda err: page.console_errors.append(f"page error: {err}"))
     yield page
     context.close()
+    lab.shutdown_kernels()  # a notebook's kernel (04's holds a trained model) does not outlive its test
 
 
 def _shot(page, name: str, **kwargs) -> Path:
@@ -174,20 +177,17 @@ def _move_control(page, output) -> str:
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_student_runs_all_cells_in_jupyterlab_with_live_widgets(assignment, course, lab, page):
-    """A student's completed notebook (the `complete` example; for 04 the solution itself, hidden
-    tests and probes included, so that the suite trains the small reference once), the small
-    setting injected, run with Run → Run All Cells: no error, every figure an image, every
-    interact a live widget whose figure follows its control, and fit's progress bars widgets
-    at 100 %."""
+    """The student's notebook completed (the assignment's source: the released notebook with its
+    answers, plus the hidden tests and the probes the grader adds, so that the suite executes
+    each notebook once), the small setting injected as papermill injects it, run with Run → Run
+    All Cells: no error, every figure an image, every interact a live widget whose figure
+    follows its control, fit's progress bars widgets at 100 %, and every check a papermill run
+    gets (tests/solution_runs.py)."""
     name = ASSIGNMENTS[assignment]
     relative = f"student/{assignment}/{name}"
     folder = course / "student" / assignment
-    if assignment == FINAL:  # the source, hidden tests included: the suite trains its small reference once
-        cache = stage_solution(assignment, folder)
-        _with_small_setting(solution_path(assignment), course / relative, assignment)
-    else:
-        shutil.copytree(course / "notebooks" / assignment, folder)  # what was released
-        _with_small_setting(EXAMPLES / assignment / "complete" / name, course / relative, assignment)
+    cache = stage_solution(assignment, folder)  # what nbgrader ships beside it, and the probes' inputs
+    _with_small_setting(solution_path(assignment), course / relative, assignment)
     open_notebook(page, lab, relative)
     seconds = run_all_cells(page, RUN_ALL_TIMEOUT.get(assignment, DEFAULT_RUN_ALL_TIMEOUT))
     save_notebook(page)
@@ -203,6 +203,7 @@ def test_student_runs_all_cells_in_jupyterlab_with_live_widgets(assignment, cour
                and c.source.strip()]
     assert not not_run, f"cells never ran: {not_run}"
     assert len(code) > 5
+    assert echoed_values(saved) == []
 
     cells = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Notebook-cell")
     assert cells.count() == len(saved.cells)
@@ -247,8 +248,7 @@ def test_student_runs_all_cells_in_jupyterlab_with_live_widgets(assignment, cour
         _shot(page, f"{assignment}-progress")
     for i in range(bars.count()):  # any bar left on the page ended
         assert "100%" in bars.nth(i).locator("xpath=..").inner_text()
-    if assignment == FINAL:  # what test_notebooks checks of a papermill run of the other solutions
-        check_solution_run(assignment, saved, folder, cache)
+    check_solution_run(assignment, saved, folder, cache)  # what a papermill run must show (tests/test_notebooks.py)
 
 
 # --------------------------------------------------------------------------- Validate
@@ -290,14 +290,13 @@ GRADED = "03_dice_iou"  # the assignment graded into the course root for formgra
 
 @pytest.fixture(scope="module")
 def graded(course, tmp_path_factory) -> Path:
-    """``autograder grade`` of two example submissions of 03 into the course root, with the
+    """``autograder grade`` of an example submission of 03 into the course root, with the
     examples' roster."""
     batch = tmp_path_factory.mktemp("batch")
     name = ASSIGNMENTS[GRADED]
     shutil.copytree(EXAMPLES / GRADED / "complete", batch / "complete")
-    shutil.copy(EXAMPLES / GRADED / "untouched.ipynb", batch / "untouched.ipynb")
     params = [f"--param={k}={v}" for k, v in SMALL_PARAMETERS[GRADED].items()]
-    _autograder(course, "grade", GRADED, str(batch), "--workers", "2", "--no-progress", "--roster", str(ROSTER),
+    _autograder(course, "grade", GRADED, str(batch), "--workers", "1", "--no-progress", "--roster", str(ROSTER),
                 *params)
     assert (course / "autograded" / "complete" / GRADED / name).is_file()
     return course
@@ -373,11 +372,15 @@ def test_formgrader_manual_grade_lands_in_gradebook_grades_csv_and_feedback(grad
     _autograder(course, "export")
     row = next(r for r in _csv_rows(course / "grades.csv") if r["student_id"] == "complete" and r["assignment"] == GRADED)
     assert float(row["score"]) == pytest.approx(after)
+    report = (course / "report.html").read_text()
+    assert f"{after:g} / " in report.split("<h3>All submissions</h3>")[1], "report.html takes the gradebook's score"
 
     _nbgrader(course, "generate_feedback", GRADED, "--student=complete", "--force")
     feedback = course / "feedback" / "complete" / GRADED / f"{notebook}.html"
     html = feedback.read_text()
-    assert comment in html and f"{after:g}" in html
+    assert comment in html
+    total = re.search(r"Score: ([0-9.]+) / ([0-9.]+)", html)  # the page's first score is the notebook's total
+    assert total and float(total.group(1)) == pytest.approx(after), "the feedback's total has the manual points"
     assert "BEGIN SOLUTION" not in html and "END SOLUTION" not in html  # markers stripped from written answers too
 
     page.goto(feedback.as_uri())
@@ -398,7 +401,7 @@ def test_grading_report_renders_without_broken_images(graded, page):
     page.wait_for_load_state("load")
     assert broken_images(page) == []
     text = page.locator("body").inner_text()
-    assert "complete" in text and "untouched" in text
+    assert "complete" in text and GRADED in text
     assert not page.console_errors, page.console_errors
     _shot(page, "report", full_page=True)
 
@@ -407,7 +410,7 @@ def test_release_fetch_submit_collect_round_trip_then_autograde(graded, lab, pag
     """The instructor releases 01 in formgrader, the student fetches it in the Assignments tab,
     completes and submits it, the instructor collects it, and `autograder grade` grades what
     was collected (the exchange is the course-local one nbgrader_config.py sets up)."""
-    import getpass
+    import pwd
 
     course, assignment = graded, "01_pyramids_vs_fpn"
     name = ASSIGNMENTS[assignment]
@@ -442,12 +445,18 @@ def test_release_fetch_submit_collect_round_trip_then_autograde(graded, lab, pag
     title = frame.locator(".modal-title").first
     title.wait_for(timeout=120000)
     assert title.inner_text() == "Success", frame.locator(".modal-body").first.inner_text()
-    student = getpass.getuser()
+    student = pwd.getpwuid(os.getuid()).pw_name  # as nbgrader's exchange names the submission
     collected = course / "submitted" / student / assignment / name
     assert collected.is_file() and collected.read_bytes() == local.read_bytes()
 
     params = [f"--param={k}={v}" for k, v in SMALL_PARAMETERS[assignment].items()]
+    collected_files = {p: p.read_bytes() for p in (course / "submitted" / student).rglob("*") if p.is_file()}
     _autograder(course, "grade", assignment, str(course / "submitted"), "--workers", "1", "--no-progress", *params)
-    status = [r for r in _csv_rows(course / "status.csv") if r["assignment"] == assignment]
-    assert [(r["student"], r["status"]) for r in status] == [(student, "graded")], status
-    assert float(status[0]["auto_score"]) == float(status[0]["auto_max_score"]) > 0
+    status = {r["student"]: r for r in _csv_rows(course / "status.csv") if r["assignment"] == assignment}
+    assert status[student]["status"] == "graded", status[student]
+    assert float(status[student]["auto_score"]) == float(status[student]["auto_max_score"]) > 0
+    # in submitted/ for 03 only: said so, and nothing of theirs touched
+    assert status["complete"]["status"] == "invalid" and f"no {assignment}/" in status["complete"]["reason"]
+    assert (course / "submitted" / "complete" / GRADED / ASSIGNMENTS[GRADED]).is_file()
+    after = {p: p.read_bytes() for p in (course / "submitted" / student).rglob("*") if p.is_file()}
+    assert after == collected_files, "graded in place: the collected files stay as they came"

@@ -6,10 +6,11 @@ from __future__ import annotations
 import re
 
 import nbformat
+import pytest
 from nbconvert import HTMLExporter
 from traitlets.config.loader import PyFileConfigLoader
 
-from autograder.course import ROOT, solution_path
+from autograder.course import ASSIGNMENTS, ROOT, solution_path
 from autograder.mathml import RenderMathAsMathML, render_math
 
 
@@ -39,11 +40,20 @@ def test_sympy_latex_outputs_get_an_html_rendering():
     assert cell.outputs[0].data["text/html"].startswith("<math")
 
 
-def test_the_course_config_exports_every_solution_without_raw_math():
+def test_aligned_equations_become_a_table_and_markup_in_text_is_not_emitted():
+    out = render_math("$$\\begin{aligned} P_5 &= C_5 \\\\ P_4 &= C_4 + \\mathrm{up}(P_5) \\end{aligned}$$")
+    assert out.count("<mtr>") == 2 and "<mi>&</mi>" not in out
+    assert render_math("$\\text{x<y}$") == "$\\text{x<y}$"  # latex2mathml would put a raw tag in the page
+    assert render_math("one $a\n\nb$ two") == "one $a\n\nb$ two"  # not across paragraphs
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_the_course_config_exports_every_solution_without_raw_math(assignment):
     config = PyFileConfigLoader("nbgrader_config.py", path=str(ROOT)).load_config()
     assert RenderMathAsMathML in config.HTMLExporter.preprocessors
-    nb = nbformat.read(solution_path("03_dice_iou"), as_version=4)
+    nb = nbformat.read(solution_path(assignment), as_version=4)
     body, _ = HTMLExporter(config=config).from_notebook_node(nb)
     prose = re.sub(r"<(script|pre|code)\b.*?</\1>", "", body, flags=re.S)
-    assert body.count("<math") > 100
+    assert body.count("<math") > 10
     assert not re.search(r"\$[^$<>]{1,80}\$", prose), "a formula left for MathJax"
+    assert "<mi>&</mi>" not in body

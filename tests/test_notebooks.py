@@ -27,10 +27,15 @@ from autograder.course import (
     student_path,
 )
 from autograder.nbgrader_runner import nbgrader_env, run_nbgrader
-from tests.jupyterlab import chromium_path
-from tests.solution_runs import FINAL, check_solution_run, headless_leftovers, stage_solution
+from tests.solution_runs import (
+    SOLUTIONS_RUN_IN_BROWSER,
+    check_solution_run,
+    headless_leftovers,
+    stage_solution,
+)
 
 STUDENTS = ("solution", "untouched")
+PLAIN = "03_dice_iou"  # graded by plain `nbgrader autograde` here (fast, with hidden tests and written answers)
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
@@ -143,12 +148,12 @@ def test_student_versions_are_what_nbgrader_generates_from_the_solutions(tmp_pat
 
 @pytest.mark.slow
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
-def test_solution_runs_under_papermill_with_the_small_setting(assignment, tmp_path, monkeypatch):
+def test_solution_runs_under_papermill_with_the_small_setting(assignment, tmp_path, monkeypatch, request):
     import papermill
 
-    if assignment == FINAL and chromium_path() is not None:
-        pytest.skip("the final assignment's solution runs once per suite (its training is the longest run): in "
-                    "JupyterLab with the same checks, tests/test_browser.py; headless, in the main job's grading")
+    if assignment in request.config.stash.get(SOLUTIONS_RUN_IN_BROWSER, ()):
+        pytest.skip("each solution runs once per suite: in JupyterLab's Run All with these checks "
+                    "(tests/test_browser.py); headless, in the main job's grading (tests/test_harness.py)")
     source = solution_path(assignment)
     out = tmp_path / source.name
     cache = stage_solution(assignment, tmp_path)
@@ -162,20 +167,19 @@ def test_solution_runs_under_papermill_with_the_small_setting(assignment, tmp_pa
 
 @pytest.fixture(scope="module")
 def graded_course(tmp_path_factory):
-    """A temporary course with the small setting: generated, submitted by two students, autograded
-    by plain ``nbgrader autograde`` in the course root. The final assignment's solution is left
-    out here (its training is the suite's longest run): the main job grades it with the same
-    nbgrader and config (tests/test_harness.py) and papermill runs it with its hidden tests."""
+    """A temporary course with the small setting: one assignment generated, submitted by two
+    students (the solution, the untouched student version) and autograded by plain ``nbgrader
+    autograde`` in the course root, as the README's "Teaching with nbgrader" does. Every
+    assignment's complete and untouched versions are autograded by the same nbgrader and config
+    in the main job (tests/test_harness.py)."""
     course = _make_course(tmp_path_factory.mktemp("graded") / "course", small=True)
-    for assignment, name in ASSIGNMENTS.items():
-        _nbgrader(course, "generate_assignment", assignment, "--force")
-        for student, source in (("solution", course / "solutions"), ("untouched", course / "notebooks")):
-            if student == "solution" and assignment == FINAL:
-                continue
-            target = course / "submitted" / student / assignment
-            target.mkdir(parents=True)
-            shutil.copy(source / assignment / name, target / name)
-        _nbgrader(course, "autograde", assignment, "--force")
+    assignment, name = PLAIN, ASSIGNMENTS[PLAIN]
+    _nbgrader(course, "generate_assignment", assignment, "--force")
+    for student, source in (("solution", course / "solutions"), ("untouched", course / "notebooks")):
+        target = course / "submitted" / student / assignment
+        target.mkdir(parents=True)
+        shutil.copy(source / assignment / name, target / name)
+    _nbgrader(course, "autograde", assignment, "--force")
     return course
 
 
@@ -190,24 +194,19 @@ def _autograded_points(course: Path, assignment: str, student: str) -> tuple[flo
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("assignment", ASSIGNMENTS)
-def test_autograde_gives_solutions_full_points_and_untouched_notebooks_zero(graded_course, assignment):
-    students = ("untouched",) if assignment == FINAL else STUDENTS
-    if "solution" in students:
-        score, max_score = _autograded_points(graded_course, assignment, "solution")
-        assert max_score > 0 and score == max_score
+def test_autograde_gives_solutions_full_points_and_untouched_notebooks_zero(graded_course):
+    assignment = PLAIN
+    score, max_score = _autograded_points(graded_course, assignment, "solution")
+    assert max_score > 0 and score == max_score
     score, max_score = _autograded_points(graded_course, assignment, "untouched")
     assert max_score > 0 and score == 0
-    for student in students:
+    for student in STUDENTS:
         autograded = graded_course / "autograded" / student / assignment / ASSIGNMENTS[assignment]
         assert autograded.is_file()
 
 
 @pytest.mark.slow
-# not the final assignment: validating it would train a third time; papermill runs its solution
-# with every hidden test and autograde gives it full points above
-@pytest.mark.parametrize("assignment", [a for a in ASSIGNMENTS if a != FINAL])
-def test_nbgrader_validate_passes_on_the_solution(graded_course, assignment):
-    path = graded_course / "solutions" / assignment / ASSIGNMENTS[assignment]
+def test_nbgrader_validate_passes_on_the_solution(graded_course):
+    path = graded_course / "solutions" / PLAIN / ASSIGNMENTS[PLAIN]
     result = _nbgrader(graded_course, "validate", str(path))
     assert "Success! Your notebook passes all the tests." in result.stdout

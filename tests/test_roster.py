@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nbformat
 import pytest
 from nbgrader.api import Gradebook
@@ -55,7 +57,46 @@ def test_nbgraders_collected_layout_is_read_per_assignment(tmp_path):
     (tmp_path / "cy").mkdir()  # the plain layout beside it
     (tmp_path / "cy" / "pyramids_vs_fpn.ipynb").write_bytes(nb)
     found = {s.student: s for s in discover(tmp_path, "01_pyramids_vs_fpn")}
-    assert set(found) == {"ada", "cy"}
+    assert set(found) == {"ada", "bo", "cy"}
+    assert found["bo"].problem == "no 01_pyramids_vs_fpn/ in the collected submissions (only 03_dice_iou)"
+    assert not found["ada"].problem and not found["cy"].problem
     files = load(found["ada"], "pyramids_vs_fpn.ipynb")
     assert set(files) == {"pyramids_vs_fpn.ipynb", "timestamp.txt"}  # nbgrader reads the timestamp for lateness
     assert {s.student for s in discover(tmp_path)} == {"ada", "bo", "cy"}  # without the assignment: as before
+
+
+def test_grading_the_collected_folder_in_place_leaves_the_students_files_as_they_came(tmp_path):
+    from types import SimpleNamespace
+
+    from autograder.grading import collect_files
+
+    collected = tmp_path / "course" / "submitted" / "ada" / "01_pyramids_vs_fpn"
+    collected.mkdir(parents=True)
+    (collected / "pyramids_vs_fpn.ipynb").write_text("the student's own bytes")
+    workspace = tmp_path / "ws"
+    for step in ("submitted", "autograded", "feedback"):
+        (workspace / step / "ada" / "01_pyramids_vs_fpn").mkdir(parents=True)
+        (workspace / step / "ada" / "01_pyramids_vs_fpn" / "out.txt").write_text(step)
+    task = SimpleNamespace(student="ada", workspace=workspace, graded=True)
+    opts = SimpleNamespace(out=tmp_path / "course", submissions=tmp_path / "course" / "submitted",
+                           assignment="01_pyramids_vs_fpn")
+    collect_files(task, opts)
+    assert sorted(p.name for p in collected.iterdir()) == ["pyramids_vs_fpn.ipynb"]
+    assert (collected / "pyramids_vs_fpn.ipynb").read_text() == "the student's own bytes"
+    assert (tmp_path / "course" / "autograded" / "ada" / "01_pyramids_vs_fpn" / "out.txt").read_text() == "autograded"
+    opts.submissions = tmp_path / "elsewhere"  # graded from elsewhere: submitted/ is the staged copy
+    collect_files(task, opts)
+    assert sorted(p.name for p in collected.iterdir()) == ["out.txt"]
+
+
+def test_the_formgrader_config_keeps_passwords_out_and_leaves_a_foreign_config_alone(tmp_path):
+    from autograder.roster import write_formgrader_config
+
+    path = write_formgrader_config(tmp_path, "postgresql://grader:s3cret@db/gb")
+    text = path.read_text()
+    assert "s3cret" not in text and 'os.environ["NBGRADER_DB_URL"]' in text
+    assert write_formgrader_config(tmp_path, "sqlite:///gradebook.db") == path  # ours: rewritten
+    assert f"sqlite:///{(Path.cwd() / 'gradebook.db').resolve()}" in path.read_text()  # made absolute
+    path.write_text("c = get_config()  # the instructor's own\n")
+    assert write_formgrader_config(tmp_path, "sqlite:///x.db") is None
+    assert path.read_text() == "c = get_config()  # the instructor's own\n"
