@@ -68,6 +68,8 @@ class JupyterLab:
             (settings / name).parent.mkdir(parents=True, exist_ok=True)
             (settings / name).write_text(json.dumps(values))
         env = dict(os.environ, JUPYTERLAB_SETTINGS_DIR=str(settings),
+                   # as in an activated environment: formgrader creates the gradebook with its `alembic`
+                   PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
                    JUPYTERLAB_WORKSPACES_DIR=str(self.state / "workspaces"),
                    JUPYTER_RUNTIME_DIR=str(self.state / "runtime"))
         for _ in range(attempts):  # another process may take the free port before the server binds it

@@ -38,7 +38,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 SHOTS = ROOT / "build" / "browser"
 RUN_ALL_TIMEOUT = {"04_segmentation_assignment": 900}  # seconds; the others get DEFAULT_RUN_ALL_TIMEOUT
 DEFAULT_RUN_ALL_TIMEOUT = 300
-ROSTER = EXAMPLES / "roster.csv"
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -86,10 +85,9 @@ def browser(chromium):
         browser.close()
 
 
-@pytest.fixture
-def page(browser, lab):
+def _new_page(browser):
     """A fresh browser tab that reaches only the loopback server and local files; the
-    requests it refused are in ``page.refused``."""
+    requests it refused are in ``page.refused``, its console errors in ``page.console_errors``."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.refused = []
@@ -106,8 +104,14 @@ def page(browser, lab):
     context.route("**/*", route)
     page.on("console", lambda m: page.console_errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda err: page.console_errors.append(f"page error: {err}"))
+    return page
+
+
+@pytest.fixture
+def page(browser, lab):
+    page = _new_page(browser)
     yield page
-    context.close()
+    page.context.close()
     lab.shutdown_kernels()  # a notebook's kernel (04's holds a trained model) does not outlive its test
 
 
@@ -285,21 +289,85 @@ def test_validate_button_passes_a_solution_and_lists_the_failing_tests_of_an_unt
 
 
 # --------------------------------------------------------------------------- the instructor
-GRADED = "03_dice_iou"  # the assignment graded into the course root for formgrader (fast, with written answers)
+GRADED = "03_dice_iou"  # released, submitted, collected and graded (fast, with written answers for formgrader)
+
+
+def _modal_succeeds(frame) -> str:
+    """Wait for formgrader's result dialog, close it; its title ('Success') and text."""
+    title = frame.locator(".modal-title").first
+    title.wait_for(timeout=120000)
+    seen = f"{title.inner_text()}: {frame.locator('.modal-body').first.inner_text()[:2000]}"
+    frame.locator(".modal .close").first.click()
+    frame.locator(".modal-title").first.wait_for(state="detached", timeout=10000)
+    return seen
 
 
 @pytest.fixture(scope="module")
-def graded(course, tmp_path_factory) -> Path:
-    """``autograder grade`` of an example submission of 03 into the course root, with the
-    examples' roster."""
-    batch = tmp_path_factory.mktemp("batch")
+def round_trip(course, lab, browser, tmp_path_factory) -> dict:
+    """The course on one server: the instructor generates and releases 03 in formgrader, the
+    student fetches it in the Assignments tab, completes it (the `complete` example) and
+    submits it, the instructor collects it, and ``autograder grade 03_dice_iou submitted`` grades
+    what was collected, with a roster naming the student. What each step showed is returned for
+    the tests to check."""
+    import pwd
+
+    seen: dict = {"student": pwd.getpwuid(os.getuid()).pw_name}  # as nbgrader's exchange names submissions
     name = ASSIGNMENTS[GRADED]
-    shutil.copytree(EXAMPLES / GRADED / "complete", batch / "complete")
+    page = _new_page(browser)
+    try:
+        frame = _formgrader(page, lab)
+        row = frame.locator("tr", has_text=GRADED)
+        seen["exchange warning"] = frame.locator("#warning-exchange").count()
+        for step in ("assign", "release"):  # Generate, then Release
+            row.locator(f"td.{step} a").click()
+            seen[step] = _modal_succeeds(frame)
+        seen["status"] = row.locator("td.status").inner_text()
+
+        menu_command(page, "Nbgrader", "nbgrader:open-assignment-list")
+        page.locator("#released_assignments_list").locator("button", has_text="Fetch").first.click()
+        fetched = page.locator("#fetched_assignments_list")
+        fetched.locator("button", has_text="Submit").first.wait_for(timeout=60000)
+        local = course / GRADED / name
+        seen["fetched"] = local.is_file()
+        shutil.copy(EXAMPLES / GRADED / "complete" / name, local)  # the student's work
+        fetched.locator("button", has_text="Submit").first.click()
+        page.locator("#submitted_assignments_list .list_item").first.wait_for(timeout=60000)
+        _shot(page, "assignments-tab")
+
+        frame = _formgrader(page, lab)
+        frame.locator("tr", has_text=GRADED).locator("td.collect a").click()
+        seen["collect"] = _modal_succeeds(frame)
+    finally:
+        page.context.close()
+    collected = course / "submitted" / seen["student"]
+    seen["submitted == collected"] = (collected / GRADED / name).read_bytes() == local.read_bytes()
+    before = {p: p.read_bytes() for p in collected.rglob("*") if p.is_file()}
+
+    roster = tmp_path_factory.mktemp("roster") / "roster.csv"
+    roster.write_text(f"id,first_name,last_name,email\n{seen['student']},Ada,Okafor,ada.okafor@example.org\n")
     params = [f"--param={k}={v}" for k, v in SMALL_PARAMETERS[GRADED].items()]
-    _autograder(course, "grade", GRADED, str(batch), "--workers", "1", "--no-progress", "--roster", str(ROSTER),
-                *params)
-    assert (course / "autograded" / "complete" / GRADED / name).is_file()
-    return course
+    _autograder(course, "grade", GRADED, str(course / "submitted"), "--workers", "1", "--no-progress",
+                "--roster", str(roster), *params)
+    seen["collected files unchanged"] = before == {p: p.read_bytes() for p in collected.rglob("*") if p.is_file()}
+    return seen
+
+
+def test_release_fetch_submit_collect_round_trip_then_autograde(round_trip, course):
+    """The round trip through the UI (the exchange is the course-local one nbgrader_config.py
+    sets up), then `autograder grade` of what formgrader collected."""
+    seen, student = round_trip, round_trip["student"]
+    assert seen["exchange warning"] == 0, "formgrader sees the exchange"
+    for step in ("assign", "release", "collect"):
+        assert seen[step].startswith("Success"), seen[step]
+    assert "released" in seen["status"]
+    assert (course / "exchange" / "fpn-segmentation" / "outbound" / GRADED / ASSIGNMENTS[GRADED]).is_file()
+    assert seen["fetched"], "fetched into the student's folder"
+    assert seen["submitted == collected"]
+    status = {r["student"]: r for r in _csv_rows(course / "status.csv") if r["assignment"] == GRADED}
+    assert list(status) == [student] and status[student]["status"] == "graded", status
+    assert float(status[student]["auto_score"]) == float(status[student]["auto_max_score"]) > 0
+    assert seen["collected files unchanged"], "graded in place: the collected files stay as they came"
+    assert (course / "autograded" / student / GRADED / ASSIGNMENTS[GRADED]).is_file()
 
 
 def _formgrader(page, lab):
@@ -323,15 +391,15 @@ def _csv_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_formgrader_manual_grade_lands_in_gradebook_grades_csv_and_feedback(graded, lab, page, tmp_path):
+def test_formgrader_manual_grade_lands_in_gradebook_grades_csv_and_feedback(round_trip, course, lab, page):
     from nbgrader.api import Gradebook
 
-    course, notebook = graded, Path(ASSIGNMENTS[GRADED]).stem
+    notebook, student = Path(ASSIGNMENTS[GRADED]).stem, round_trip["student"]
     answer = _written_answers(GRADED)[0]
     db_url = f"sqlite:///{course / 'gradebook.db'}"
     with Gradebook(db_url) as gb:
-        before = gb.find_submission(GRADED, "complete").score
-        max_points = gb.find_grade(answer, notebook, GRADED, "complete").max_score
+        before = gb.find_submission(GRADED, student).score
+        max_points = gb.find_grade(answer, notebook, GRADED, student).max_score
     points, comment = max_points - 1, "Right idea; say why the gap is largest at IoU = sqrt(2) - 1."
 
     frame = _formgrader(page, lab)
@@ -360,9 +428,9 @@ def test_formgrader_manual_grade_lands_in_gradebook_grades_csv_and_feedback(grad
     grade = None
     for _ in range(60):  # saved through formgrader's REST API
         with Gradebook(db_url) as gb:
-            grade = gb.find_grade(answer, notebook, GRADED, "complete").manual_score
-            saved = gb.find_comment(answer, notebook, GRADED, "complete").manual_comment
-            after = gb.find_submission(GRADED, "complete").score
+            grade = gb.find_grade(answer, notebook, GRADED, student).manual_score
+            saved = gb.find_comment(answer, notebook, GRADED, student).manual_comment
+            after = gb.find_submission(GRADED, student).score
         if grade == points and saved == comment:
             break
         page.wait_for_timeout(500)
@@ -370,13 +438,13 @@ def test_formgrader_manual_grade_lands_in_gradebook_grades_csv_and_feedback(grad
     assert after == pytest.approx(before + points)
 
     _autograder(course, "export")
-    row = next(r for r in _csv_rows(course / "grades.csv") if r["student_id"] == "complete" and r["assignment"] == GRADED)
+    row = next(r for r in _csv_rows(course / "grades.csv") if r["student_id"] == student and r["assignment"] == GRADED)
     assert float(row["score"]) == pytest.approx(after)
     report = (course / "report.html").read_text()
     assert f"{after:g} / " in report.split("<h3>All submissions</h3>")[1], "report.html takes the gradebook's score"
 
-    _nbgrader(course, "generate_feedback", GRADED, "--student=complete", "--force")
-    feedback = course / "feedback" / "complete" / GRADED / f"{notebook}.html"
+    _nbgrader(course, "generate_feedback", GRADED, f"--student={student}", "--force")
+    feedback = course / "feedback" / student / GRADED / f"{notebook}.html"
     html = feedback.read_text()
     assert comment in html
     total = re.search(r"Score: ([0-9.]+) / ([0-9.]+)", html)  # the page's first score is the notebook's total
@@ -396,67 +464,11 @@ def test_formgrader_manual_grade_lands_in_gradebook_grades_csv_and_feedback(grad
     _shot(page, "feedback")
 
 
-def test_grading_report_renders_without_broken_images(graded, page):
-    page.goto((graded / "report.html").as_uri())
+def test_grading_report_renders_without_broken_images(round_trip, course, page):
+    page.goto((course / "report.html").as_uri())
     page.wait_for_load_state("load")
     assert broken_images(page) == []
     text = page.locator("body").inner_text()
-    assert "complete" in text and GRADED in text
+    assert round_trip["student"] in text and GRADED in text
     assert not page.console_errors, page.console_errors
     _shot(page, "report", full_page=True)
-
-
-def test_release_fetch_submit_collect_round_trip_then_autograde(graded, lab, page):
-    """The instructor releases 01 in formgrader, the student fetches it in the Assignments tab,
-    completes and submits it, the instructor collects it, and `autograder grade` grades what
-    was collected (the exchange is the course-local one nbgrader_config.py sets up)."""
-    import pwd
-
-    course, assignment = graded, "01_pyramids_vs_fpn"
-    name = ASSIGNMENTS[assignment]
-    frame = _formgrader(page, lab)
-    row = frame.locator("tr", has_text=assignment)
-    assert frame.locator("#warning-exchange").count() == 0, "formgrader sees the exchange"
-    for step in ("assign", "release"):  # Generate, then Release
-        row.locator(f"td.{step} a").click()
-        title = frame.locator(".modal-title").first
-        title.wait_for(timeout=120000)
-        assert title.inner_text() == "Success", frame.locator(".modal-body").first.inner_text()
-        frame.locator(".modal .close").first.click()
-        frame.locator(".modal-title").first.wait_for(state="detached", timeout=10000)
-    assert "released" in row.locator("td.status").inner_text()
-    assert (course / "exchange" / "fpn-segmentation" / "outbound" / assignment / name).is_file()
-
-    menu_command(page, "Nbgrader", "nbgrader:open-assignment-list")
-    released = page.locator("#released_assignments_list")
-    released.locator("button", has_text="Fetch").first.click()
-    fetched = page.locator("#fetched_assignments_list")
-    fetched.locator("button", has_text="Submit").first.wait_for(timeout=60000)
-    local = course / assignment / name
-    assert local.is_file(), "fetched into the student's folder"
-    shutil.copy(EXAMPLES / assignment / "complete" / name, local)  # the student's work
-    fetched.locator("button", has_text="Submit").first.click()
-    page.locator("#submitted_assignments_list .list_item").first.wait_for(timeout=60000)
-    _shot(page, "assignments-tab")
-
-    frame = _formgrader(page, lab)
-    row = frame.locator("tr", has_text=assignment)
-    row.locator("td.collect a").click()
-    title = frame.locator(".modal-title").first
-    title.wait_for(timeout=120000)
-    assert title.inner_text() == "Success", frame.locator(".modal-body").first.inner_text()
-    student = pwd.getpwuid(os.getuid()).pw_name  # as nbgrader's exchange names the submission
-    collected = course / "submitted" / student / assignment / name
-    assert collected.is_file() and collected.read_bytes() == local.read_bytes()
-
-    params = [f"--param={k}={v}" for k, v in SMALL_PARAMETERS[assignment].items()]
-    collected_files = {p: p.read_bytes() for p in (course / "submitted" / student).rglob("*") if p.is_file()}
-    _autograder(course, "grade", assignment, str(course / "submitted"), "--workers", "1", "--no-progress", *params)
-    status = {r["student"]: r for r in _csv_rows(course / "status.csv") if r["assignment"] == assignment}
-    assert status[student]["status"] == "graded", status[student]
-    assert float(status[student]["auto_score"]) == float(status[student]["auto_max_score"]) > 0
-    # in submitted/ for 03 only: said so, and nothing of theirs touched
-    assert status["complete"]["status"] == "invalid" and f"no {assignment}/" in status["complete"]["reason"]
-    assert (course / "submitted" / "complete" / GRADED / ASSIGNMENTS[GRADED]).is_file()
-    after = {p: p.read_bytes() for p in (course / "submitted" / student).rglob("*") if p.is_file()}
-    assert after == collected_files, "graded in place: the collected files stay as they came"
