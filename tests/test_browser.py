@@ -161,6 +161,16 @@ def _cells_by_grade_id(nb, grade_ids) -> list[int]:
     return [i for i, cell in enumerate(nb.cells) if cell.metadata.get("nbgrader", {}).get("grade_id") in grade_ids]
 
 
+def _errors(nb) -> list[str]:
+    return [f"cell {i}: {o.get('ename')}: {o.get('evalue')}" for i, c in enumerate(nb.cells)
+            if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+
+
+def _unrun(nb) -> list[int]:
+    return [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.execution_count is None
+            and c.source.strip()]
+
+
 def _move_control(page, output) -> str:
     """Move the first slider or dropdown of an interact one step; returns what was moved."""
     dropdown = output.locator(".widget-dropdown select")
@@ -195,17 +205,20 @@ def test_student_runs_all_cells_in_jupyterlab_with_live_widgets(assignment, cour
     open_notebook(page, lab, relative)
     seconds = run_all_cells(page, RUN_ALL_TIMEOUT.get(assignment, DEFAULT_RUN_ALL_TIMEOUT))
     save_notebook(page)
+    saved = nbformat.read(course / relative, as_version=4)
+    if _unrun(saved) and not _errors(saved):
+        # on a busy machine JupyterLab may start the first kernel twice and drop the one the first
+        # cells went to: nothing failed, nothing ran; once more, as a student would press it again
+        print(f"{assignment}: cells {_unrun(saved)} did not run and nothing failed: Run All Cells again")
+        seconds += run_all_cells(page, RUN_ALL_TIMEOUT.get(assignment, DEFAULT_RUN_ALL_TIMEOUT))
+        save_notebook(page)
+        saved = nbformat.read(course / relative, as_version=4)
     _shot(page, f"{assignment}-run-all")
     print(f"{assignment}: Run All Cells in {seconds:.0f} s")
 
-    saved = nbformat.read(course / relative, as_version=4)
     code = [c for c in saved.cells if c.cell_type == "code"]
-    errors = [f"cell {i}: {o.get('ename')}: {o.get('evalue')}" for i, c in enumerate(saved.cells)
-              if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors, errors
-    not_run = [i for i, c in enumerate(saved.cells) if c.cell_type == "code" and c.execution_count is None
-               and c.source.strip()]
-    assert not not_run, f"cells never ran: {not_run}"
+    assert not _errors(saved), _errors(saved)
+    assert not _unrun(saved), f"cells never ran: {_unrun(saved)}"
     assert len(code) > 5
     assert echoed_values(saved) == []
 
