@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -12,11 +13,26 @@ class NbgraderError(RuntimeError):
     """An nbgrader command exited with an error; the message holds the end of its log."""
 
 
+def scripts_first_path() -> str:
+    """PATH with this Python's scripts first: nbgrader runs ``alembic`` from PATH when it
+    creates a gradebook."""
+    return os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+
+
+@contextlib.contextmanager
+def alembic_on_path():
+    """For nbgrader's API in this process (a ``Gradebook`` on a new database runs ``alembic``)."""
+    path = os.environ.get("PATH", "")
+    os.environ["PATH"] = scripts_first_path()
+    try:
+        yield
+    finally:
+        os.environ["PATH"] = path
+
+
 def nbgrader_env(course_root: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for nbgrader: this Python's scripts first on PATH (nbgrader runs
-    ``alembic`` from PATH when it creates a gradebook) and headless widgets."""
-    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
-    env = dict(os.environ, PATH=path, COURSE_LIB_WIDGETS="0")
+    """The environment for nbgrader: this Python's scripts first on PATH and headless widgets."""
+    env = dict(os.environ, PATH=scripts_first_path(), COURSE_LIB_WIDGETS="0")
     env.update(extra or {})
     return env
 

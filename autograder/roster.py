@@ -8,13 +8,12 @@ lists every student as "None, None".
 from __future__ import annotations
 
 import csv
-import os
-import sys
 from pathlib import Path
 
 from nbgrader.api import Gradebook
 
 from autograder.course import ROOT
+from autograder.nbgrader_runner import alembic_on_path
 from autograder.submissions import STUDENT_ID
 
 FIELDS = ("first_name", "last_name", "email", "lms_user_id")
@@ -51,14 +50,9 @@ def read_roster(path: Path) -> list[dict[str, str | None]]:
 
 def import_roster(db_url: str, rows: list[dict[str, str | None]]) -> int:
     """Add or update each student of the roster in the gradebook; returns how many."""
-    path = os.environ.get("PATH", "")
-    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), path])  # nbgrader creates a gradebook with alembic
-    try:
-        with Gradebook(db_url) as gb:
-            for row in rows:
-                gb.update_or_create_student(row["id"], **{k: row[k] for k in FIELDS if k in row})
-    finally:
-        os.environ["PATH"] = path
+    with alembic_on_path(), Gradebook(db_url) as gb:
+        for row in rows:
+            gb.update_or_create_student(row["id"], **{k: row[k] for k in FIELDS if k in row})
     return len(rows)
 
 
