@@ -12,6 +12,9 @@ or ``nbgrader autograde 03_dice_iou``.
 import os
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
+# The course the harness's modules imported below grade (autograder/course.py): this one,
+# unless the process was started for another (a grading worker's private copy of this file).
+os.environ.setdefault("AUTOGRADER_COURSE_DIR", ROOT)
 
 c = get_config()  # noqa: F821 (provided by traitlets when nbgrader loads this file)
 
@@ -20,7 +23,10 @@ c.CourseDirectory.course_id = "fpn-segmentation"
 c.CourseDirectory.source_directory = "solutions"
 c.CourseDirectory.release_directory = "notebooks"
 c.CourseDirectory.db_url = os.environ.get("NBGRADER_DB_URL", "sqlite:///" + os.path.join(ROOT, "gradebook.db"))
-c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "*.pt"]
+# assignment.toml and grading.py: the harness's declaration of an assignment and its grader code
+# (autograder/course.py), never released to students nor copied beside their graded notebooks
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", "*.pt", "assignment.toml",
+                            "grading.py"]
 
 # The student version: outputs cleared, solutions replaced by this stub.
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}

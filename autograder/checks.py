@@ -55,7 +55,7 @@ def guarded_cells(assignment: str, course_root: str) -> list[str]:
     """The grade ids whose points only a check out of the kernel can give."""
     cells = verdicts.probed_cells(_cache(assignment, course_root))
     cells += [g for g in reference_use.forbidden_references(assignment) if g not in cells]
-    return cells + list(trusted.GRADE_CELLS) if assignment == trusted.ASSIGNMENT else cells
+    return cells + [g for g in trusted.trusted_cells(assignment) if g not in cells]
 
 
 def kernel_files(resources: dict, course_root: str) -> tuple[dict[str, Path], list[str]]:
@@ -64,9 +64,10 @@ def kernel_files(resources: dict, course_root: str) -> tuple[dict[str, Path], li
     assignment = resources["nbgrader"]["assignment"]
     cache = _cache(assignment, course_root)
     inputs, outputs = verdicts.probe_inputs(cache), list(verdicts.probe_outputs(cache).values())
-    if assignment == trusted.ASSIGNMENT:
-        outputs.append(trusted.MODEL_FILE)
-        inputs = {**inputs, trusted.CALIBRATION_FILE.name: trusted.CALIBRATION_FILE}  # the notebook shows it
+    scorer = trusted.scorer(assignment)
+    if scorer:
+        outputs += list(scorer.KERNEL_OUTPUTS)
+        inputs = {**inputs, **{name: Path(path) for name, path in scorer.KERNEL_INPUTS.items()}}
     return inputs, outputs
 
 
@@ -98,13 +99,17 @@ def _verify(assignment: str, nb: NotebookNode, left: dict, course_root: str) -> 
                                "reason": f"the reference it re-implements is used: {'; '.join(uses)}"[:300]}
         else:
             cells.setdefault(grade_id, {"ok": True, "reason": "", "check_failed": False})
-    if assignment == trusted.ASSIGNMENT:
+    scorer = trusted.scorer(assignment)  # one that cannot be loaded fails the whole check (status error)
+    if scorer:
+        decided = tuple(scorer.TRUSTED_CELLS)
         try:
-            scored, note = trusted.verdicts(nb, left, course_root)
+            scored, note = scorer.trusted_verdicts(nb, left, course_root)
+            if set(scored) != set(decided):
+                raise ValueError(f"the scorer decided {sorted(scored)}, not its cells {sorted(decided)}")
             cells.update({g: {"ok": not r, "reason": r, "check_failed": False} for g, r in scored.items()})
         except Exception as err:  # a timeout or a crash of the scorer: these cells fail closed
-            cells.update({g: _failed_check(err) for g in trusted.GRADE_CELLS})
-            note = f"hidden-split mIoU not scored: {cells[trusted.GRADE_CELLS[0]]['reason']}"
+            cells.update({g: _failed_check(err) for g in decided})
+            note = f"trusted scoring failed: {cells[decided[0]]['reason']}" if decided else str(err)
         notes.append(note)
     return cells, notes
 
@@ -147,7 +152,7 @@ class CheckOutOfKernel(NbGraderPreprocessor):
             record["cells"].update(cells)
             overruled: dict[str, list[str]] = {}  # the kernel said it passed; the check says otherwise
             for grade_id, cell in cells.items():
-                if grade_id in kernel_passed and not cell["ok"] and grade_id not in trusted.GRADE_CELLS:
+                if grade_id in kernel_passed and not cell["ok"] and grade_id not in trusted.trusted_cells(assignment):
                     overruled.setdefault(cell["reason"], []).append(grade_id)
             record["notes"] = [f"{', '.join(ids)} get 0 points: {why}" for why, ids in overruled.items()] + notes
             record["complete"] = True

@@ -1,5 +1,8 @@
 """``autograder``: the course's command line.
 
+Every command works on the course found as nbgrader finds its config: the folder holding
+``nbgrader_config.py`` and ``solutions/``, from the current folder upwards, or ``--course-dir``.
+
     autograder release [ASSIGNMENT ...]
         generate notebooks/ (student versions) from solutions/ with nbgrader
     autograder grade ASSIGNMENT SUBMISSIONS [--workers N] [--gpus auto|none|0,1] [--timeout S]
@@ -29,14 +32,14 @@ import os
 import sys
 from pathlib import Path
 
-from autograder.course import ASSIGNMENTS, ROOT
+from autograder import course
 from autograder.nbgrader_runner import NbgraderError, run_nbgrader
 
 
 def release(assignments: list[str]) -> None:
     for assignment in assignments:
-        run_nbgrader(ROOT, "generate_assignment", assignment, "--force")
-        print(f"released notebooks/{assignment}/{ASSIGNMENTS[assignment]}")
+        run_nbgrader(course.ROOT, "generate_assignment", assignment, "--force")
+        print(f"released notebooks/{assignment}/{course.ASSIGNMENTS[assignment]}")
 
 
 def _name_value(text: str) -> tuple[str, object]:
@@ -48,9 +51,17 @@ def _name_value(text: str) -> tuple[str, object]:
     return name.strip(), parse_value(value.strip())
 
 
+def _course_dir_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--course-dir", type=Path, default=None,
+                        help="the course root (default: the folder holding nbgrader_config.py and solutions/, "
+                             f"from here upwards; or ${course.COURSE_DIR_ENV})")
+
+
 def _parser() -> argparse.ArgumentParser:
+    ASSIGNMENTS, ROOT = course.ASSIGNMENTS, course.ROOT
     parser = argparse.ArgumentParser(prog="autograder", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    _course_dir_option(parser)
     commands = parser.add_subparsers(dest="command", required=True)
 
     p = commands.add_parser("release", help="generate the student versions in notebooks/ from solutions/")
@@ -95,6 +106,8 @@ def _parser() -> argparse.ArgumentParser:
                    "sqlite:///<course root>/gradebook.db)")
     d.add_argument("--strict", action="store_true", help="also fail when kernels would get only rlimits")
     d.add_argument("--json", action="store_true", help="print the checks as JSON")
+    for sub in commands.choices.values():  # also accepted after the command
+        sub.add_argument("--course-dir", type=Path, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 
@@ -103,8 +116,8 @@ def grade_command(args, parser) -> int:
     from autograder.locks import RunLocked
     from autograder.roster import RosterError
 
-    if args.assignment not in ASSIGNMENTS:
-        parser.error(f"unknown assignment {args.assignment!r}; the course has {', '.join(ASSIGNMENTS)}")
+    if args.assignment not in course.ASSIGNMENTS:
+        parser.error(f"unknown assignment {args.assignment!r}; the course has {', '.join(course.ASSIGNMENTS)}")
     if not args.submissions.exists():
         parser.error(f"SUBMISSIONS {args.submissions} does not exist")
     parameters = dict(args.parameters)
@@ -148,7 +161,7 @@ def _db_url(out: Path, db: str | None) -> str:
 
     if db:
         return db
-    if out == ROOT.resolve() or os.environ.get("NBGRADER_DB_URL"):
+    if out == course.ROOT.resolve() or os.environ.get("NBGRADER_DB_URL"):
         return gradebook.course_db_url()
     return gradebook.sqlite_url(out / "gradebook.db")
 
@@ -189,9 +202,30 @@ def execute_command(args) -> int:
     return 1 if failed else 0
 
 
+def find_course(argv: list[str] | None) -> str | None:
+    """Fix the course root before anything reads it (``--course-dir``, else found from here);
+    the error that says why, if there is no course."""
+    early = argparse.ArgumentParser(add_help=False)
+    _course_dir_option(early)
+    known, _ = early.parse_known_args(argv)
+    if known.course_dir is not None:
+        os.environ[course.COURSE_DIR_ENV] = str(known.course_dir.expanduser().resolve())
+    try:
+        course.course_root()
+        course.assignments()
+    except (course.CourseNotFound, course.BadDeclaration) as err:
+        return str(err)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    problem = find_course(argv)
+    if problem:
+        print(f"autograder: {problem}", file=sys.stderr)
+        return 2
     parser = _parser()
     args = parser.parse_args(argv)
+    ASSIGNMENTS = course.ASSIGNMENTS
     try:
         if args.command == "release":
             unknown = sorted(set(args.assignments) - set(ASSIGNMENTS))

@@ -1,45 +1,236 @@
-"""The course's assignments and the notebook parameters for quick runs.
+"""The course the harness grades: its root, and each assignment's declaration.
 
-``SMALL_PARAMETERS`` is the documented small setting: with it notebooks 01-03 run in
-well under a minute each and 04 in about 2 minutes on two CPU cores (CI, the tests and
-quick grading use it). The defaults in each notebook's ``parameters`` cell give the full
-experience.
+The course root is where the instructor works, found the way nbgrader finds its config: the
+folder holding ``nbgrader_config.py`` (and the ``solutions/`` source folder), from the current
+folder upwards, unless ``$AUTOGRADER_COURSE_DIR`` (``autograder --course-dir``) names it. It is
+never where this package is installed: an editable install run from a copy of the course grades
+that copy. The nbgrader processes the harness starts get it in ``$AUTOGRADER_COURSE_DIR``, so
+they see the same course wherever their working folder is.
+
+Each assignment declares itself next to its source notebook, in
+``solutions/<assignment>/assignment.toml`` (:class:`Assignment`): its notebook, its small
+setting, its grading timeouts and what each bundled example must score. With the small
+setting notebooks 01-03 run in well under a minute each and 04 in about 2 minutes on two CPU
+cores (CI, the tests and quick grading use it); the defaults in each notebook's
+``parameters`` cell give the full experience.
+
+Module attributes that depend on the course (``ROOT``, ``SOLUTIONS``, ``NOTEBOOKS``,
+``ASSIGNMENTS``, ``SMALL_PARAMETERS``) are computed on first use.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib.util
+import os
 import re
+import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-SOLUTIONS = ROOT / "solutions"
-NOTEBOOKS = ROOT / "notebooks"
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
-ASSIGNMENTS: dict[str, str] = {
-    "01_pyramids_vs_fpn": "pyramids_vs_fpn.ipynb",
-    "02_resnet_fpn": "resnet_fpn.ipynb",
-    "03_dice_iou": "dice_iou.ipynb",
-    "04_segmentation_assignment": "segmentation_assignment.ipynb",
-}
-
-SMALL_PARAMETERS: dict[str, dict[str, object]] = {
-    "01_pyramids_vs_fpn": {"image_size": 128, "repeats": 1},
-    "02_resnet_fpn": {"image_height": 64, "image_width": 96, "fpn_channels": 64},
-    "03_dice_iou": {"num_samples": 200, "mask_size": 16, "image_size": 32, "demo_size": 64},
-    "04_segmentation_assignment": {
-        "budget": "small", "image_size": 64, "train_size": 512, "val_size": 64, "test_size": 64,
-        "batch_size": 8, "epochs": 4, "fpn_channels": 64, "head_channels": 32, "lr": 3e-3,
-        "ablation_train_size": 64, "ablation_epochs": 2,
-    },
-}
+COURSE_DIR_ENV = "AUTOGRADER_COURSE_DIR"
+CONFIG_FILE = "nbgrader_config.py"
+SOURCE_FOLDER, RELEASE_FOLDER = "solutions", "notebooks"  # nbgrader's source and release folders
+DECLARATION = "assignment.toml"
+GRADING_MODULE = "grading.py"  # the assignment's grader code, where it needs any (probes, trusted scoring)
+EXAMPLE_STATUSES = ("graded", "timeout", "crashed", "invalid", "error")
 
 
-def solution_path(assignment: str) -> Path:
-    return SOLUTIONS / assignment / ASSIGNMENTS[assignment]
+class CourseNotFound(RuntimeError):
+    """No course root here: no ``nbgrader_config.py`` beside a ``solutions/`` folder."""
 
 
-def student_path(assignment: str) -> Path:
-    return NOTEBOOKS / assignment / ASSIGNMENTS[assignment]
+class BadDeclaration(ValueError):
+    """An ``assignment.toml`` that cannot be used; the message names the file and the key."""
+
+
+def is_course_root(folder: Path) -> bool:
+    return (folder / CONFIG_FILE).is_file() and (folder / SOURCE_FOLDER).is_dir()
+
+
+def find_course_root(start: Path | None = None) -> Path:
+    """``$AUTOGRADER_COURSE_DIR``, else the nearest folder from ``start`` (default: the current
+    folder) upwards that holds ``nbgrader_config.py`` and ``solutions/``."""
+    named = os.environ.get(COURSE_DIR_ENV)
+    if named:
+        root = Path(named).expanduser().resolve()
+        if not is_course_root(root):
+            raise CourseNotFound(f"${COURSE_DIR_ENV} (--course-dir) is {root}, which holds no {CONFIG_FILE} "
+                                 f"beside a {SOURCE_FOLDER}/ folder")
+        return root
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if is_course_root(folder):
+            return folder
+    raise CourseNotFound(f"no course here: neither {here} nor a folder above it holds {CONFIG_FILE} beside a "
+                         f"{SOURCE_FOLDER}/ folder; run from the course root or pass --course-dir")
+
+
+@functools.cache
+def course_root() -> Path:
+    """The course root of this process, found once. The processes the harness starts get it in
+    ``$AUTOGRADER_COURSE_DIR`` (:func:`autograder.nbgrader_runner.nbgrader_env`); it is not
+    exported to everything else this process starts."""
+    return find_course_root()
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds a cell, a cell tagged ``training`` and a whole notebook may run when the
+    assignment is graded at its small setting (the demo, the tests)."""
+
+    cell: int
+    training: int
+    notebook: float
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What grading a bundled example must give: its status, and its share of the autograded
+    points within ``low``..``high`` (inclusive)."""
+
+    status: str
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """One assignment, as its ``solutions/<name>/assignment.toml`` declares it."""
+
+    name: str
+    folder: Path                      # solutions/<name>: the source notebook and its declaration
+    notebook: str                     # the notebook's file name
+    small: dict[str, object]          # the small setting: parameter -> value
+    timeouts: Timeouts
+    examples: dict[str, Expectation] = field(default_factory=dict)
+
+    @property
+    def source(self) -> Path:
+        return self.folder / self.notebook
+
+    @property
+    def stem(self) -> str:
+        return Path(self.notebook).stem
+
+
+def _required(table: dict, key: str, kind: type | tuple[type, ...], where: str):
+    if key not in table:
+        raise BadDeclaration(f"{where}: {key!r} is missing")
+    value = table[key]
+    if isinstance(value, bool) or not isinstance(value, kind):  # no declared value is a boolean
+        raise BadDeclaration(f"{where}: {key!r} has the wrong type ({value!r})")
+    return value
+
+
+def load_declaration(folder: Path) -> Assignment:
+    """Read and check ``folder/assignment.toml``."""
+    path = folder / DECLARATION
+    where = str(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise BadDeclaration(f"{where}: {err}") from None
+    unknown = sorted(set(data) - {"notebook", "small", "timeouts", "examples"})
+    if unknown:
+        raise BadDeclaration(f"{where}: unknown key(s) {', '.join(unknown)}")
+    notebook = _required(data, "notebook", str, where)
+    if "/" in notebook or not notebook.endswith(".ipynb") or not (folder / notebook).is_file():
+        raise BadDeclaration(f"{where}: notebook {notebook!r} is not an .ipynb file in {folder}")
+    small = _required(data, "small", dict, where)
+    times = _required(data, "timeouts", dict, where)
+    cell, training, notebook_limit = (_required(times, key, (int, float), f"{where} [timeouts]")
+                                      for key in ("cell", "training", "notebook"))
+    examples = {}
+    for kind, spec in _required(data, "examples", dict, where).items() if "examples" in data else ():
+        if not isinstance(spec, dict):
+            raise BadDeclaration(f"{where} [examples]: {kind} must be {{ status = ..., share = [low, high] }}")
+        status = _required(spec, "status", str, f"{where} [examples.{kind}]")
+        share = _required(spec, "share", list, f"{where} [examples.{kind}]")
+        if status not in EXAMPLE_STATUSES or len(share) != 2 or not 0 <= share[0] <= share[1] <= 1:
+            raise BadDeclaration(f"{where} [examples.{kind}]: status one of {EXAMPLE_STATUSES} and share "
+                                 f"[low, high] within 0..1, got {spec!r}")
+        examples[kind] = Expectation(status, float(share[0]), float(share[1]))
+    timeouts = Timeouts(int(cell), int(training), float(notebook_limit))
+    return Assignment(folder.name, folder, notebook, dict(small), timeouts, examples)
+
+
+@functools.cache
+def assignments(root: Path | None = None) -> dict[str, Assignment]:
+    """Every assignment of the course, by name, in name order: each folder of ``solutions/``
+    that holds an ``assignment.toml``."""
+    source = (root or course_root()) / SOURCE_FOLDER
+    return {folder.name: load_declaration(folder)
+            for folder in sorted(source.iterdir()) if (folder / DECLARATION).is_file()}
+
+
+def assignment(name: str) -> Assignment:
+    try:
+        return assignments()[name]
+    except KeyError:
+        raise KeyError(f"unknown assignment {name!r}; the course has {', '.join(assignments())}") from None
+
+
+def grading_module(name: str):
+    """The assignment's ``grading.py`` as a module (loaded once), or None where it has none
+    (or the assignment has no declaration: nbgrader may know assignments the harness does not)."""
+    declared = assignments().get(name)
+    path = declared.folder / GRADING_MODULE if declared else None
+    if path is None or not path.is_file():
+        return None
+    module_name = "autograder_course_" + re.sub(r"\W", "_", name)
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # before running it: dataclasses and pickling look it up
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
+
+
+def probes(name: str) -> dict:
+    """``{grade_id: Probe}``: the probes the assignment's ``grading.py`` declares (none without one)."""
+    module = grading_module(name)
+    return dict(getattr(module, "PROBES", {})) if module else {}
+
+
+def grading_files() -> list[Path]:
+    """Every assignment's declaration and grader code: what decides its grades besides the notebook."""
+    return sorted(p for a in assignments().values() for p in (a.folder / DECLARATION, a.folder / GRADING_MODULE)
+                  if p.is_file())
+
+
+def __getattr__(name: str):
+    """The course-dependent constants, computed on first use (PEP 562)."""
+    if name == "ROOT":
+        return course_root()
+    if name == "SOLUTIONS":
+        return course_root() / SOURCE_FOLDER
+    if name == "NOTEBOOKS":
+        return course_root() / RELEASE_FOLDER
+    if name == "ASSIGNMENTS":
+        return {a.name: a.notebook for a in assignments().values()}
+    if name == "SMALL_PARAMETERS":
+        return {a.name: dict(a.small) for a in assignments().values()}
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def solution_path(assignment_name: str) -> Path:
+    return assignment(assignment_name).source
+
+
+def student_path(assignment_name: str) -> Path:
+    a = assignment(assignment_name)
+    return course_root() / RELEASE_FOLDER / a.name / a.notebook
 
 
 PARAMETERS_ID = "parameters"  # the grade id of every notebook's locked parameters cell

@@ -3,11 +3,12 @@
     python -m autograder.demo [--out build/demo] [--workers N]
 
 1. release: regenerate the student versions from ``solutions/`` (nbgrader generate_assignment);
-2. grade every assignment's examples (``autograder/examples/``) with ``autograder grade``, the
-   notebooks' small setting pinned (the final assignment's training budget included);
+2. grade every assignment's examples (``autograder/examples/``) as one batch (one pool of
+   workers for all, the final assignment's training started first), each assignment at the
+   small setting and timeouts its ``assignment.toml`` declares;
 3. leave nbgrader's ``autograded/`` and ``feedback/``, ``gradebook.db``, ``grades.csv``,
    ``status.csv`` and ``report.html`` in ``--out``; print the gradebook as a table and check
-   every example got the status and score range it is meant to get (exit 1 otherwise).
+   every example got the status and score range its ``assignment.toml`` declares (exit 1 otherwise).
 """
 
 from __future__ import annotations
@@ -18,26 +19,27 @@ import sys
 import time
 from pathlib import Path
 
-from autograder import grading
+from autograder import course, grading
 from autograder.cli import release
-from autograder.course import ASSIGNMENTS, ROOT, SMALL_PARAMETERS
-from autograder.examples import EXAMPLES, EXPECTED
+from autograder.examples import EXAMPLES
 from autograder.gradebook import sqlite_url
-
-# Budgets of the demo: cells get 30 s (the looping example is interrupted then), the
-# training cells of the final assignment 300 s, a whole notebook 600 s.
-CELL_TIMEOUT, TRAINING_TIMEOUT, NOTEBOOK_TIMEOUT = 30, 300, 600.0
 
 
 def check_expectations(rows: list[dict]) -> list[str]:
-    """Rows whose status or share of autograded points is not what the example is meant to get."""
+    """Rows whose status or share of autograded points is not what the assignment's declaration
+    (``[examples]`` of its ``assignment.toml``) says the example must get."""
     wrong = []
     for row in rows:
-        status, (low, high) = EXPECTED[row["student"]]
+        expected = course.assignment(row["assignment"]).examples.get(row["student"])
+        if expected is None:
+            wrong.append(f"{row['assignment']}/{row['student']}: {row['status']}, but its assignment.toml declares "
+                         "nothing for this example")
+            continue
         share = float(row["auto_score"]) / float(row["auto_max_score"])
-        if row["status"] != status or not low - 1e-9 <= share <= high + 1e-9:
+        if row["status"] != expected.status or not expected.low - 1e-9 <= share <= expected.high + 1e-9:
             wrong.append(f"{row['assignment']}/{row['student']}: {row['status']} with {share:.0%} of the autograded "
-                         f"points, expected {status} with {low:.0%}-{high:.0%} ({row['reason']})")
+                         f"points, expected {expected.status} with {expected.low:.0%}-{expected.high:.0%} "
+                         f"({row['reason']})")
     return wrong
 
 
@@ -48,27 +50,29 @@ def run(out: Path, workers: int | None = None, assignments: list[str] | None = N
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    assignments = assignments or list(ASSIGNMENTS)
+    assignments = assignments or list(course.ASSIGNMENTS)
     if release_first:
         release(assignments)
     slots = grading.make_slots(workers, grading.parse_gpus("auto"))
-    for assignment in assignments:
-        opts = grading.GradingOptions(
-            assignment=assignment, submissions=EXAMPLES / assignment, out=out, db_url=sqlite_url(out / "gradebook.db"),
-            slots=slots, timeout=NOTEBOOK_TIMEOUT, cell_timeout=CELL_TIMEOUT, training_timeout=TRAINING_TIMEOUT,
-            parameters=SMALL_PARAMETERS[assignment], progress=progress, roster=EXAMPLES / "roster.csv",
-        )
-        result = grading.grade(opts)
-        print(f"{assignment}: {len(result.outcomes)} submissions graded in {result.seconds:.0f} s", flush=True)
+    batch = []
+    for name in assignments:  # each at its declared small setting and timeouts
+        declared = course.assignment(name)
+        batch.append(grading.GradingOptions(
+            assignment=name, submissions=EXAMPLES / name, out=out, db_url=sqlite_url(out / "gradebook.db"),
+            slots=slots, timeout=declared.timeouts.notebook, cell_timeout=declared.timeouts.cell,
+            training_timeout=declared.timeouts.training, parameters=declared.small, progress=progress,
+            roster=EXAMPLES / "roster.csv"))
+    result = grading.grade_batch(batch)  # one pool for all: the final assignment's training starts first
+    print(f"{len(result.outcomes)} submissions of {len(batch)} assignments graded in {result.seconds:.0f} s", flush=True)
     return grading.read_status_csv(out / "status.csv")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m autograder.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=ROOT / "build" / "demo")
+    parser.add_argument("--out", type=Path, default=course.ROOT / "build" / "demo")
     parser.add_argument("--workers", type=int, default=None, help="default: one per GPU, else one per 2 CPU cores")
-    parser.add_argument("--assignment", action="append", choices=list(ASSIGNMENTS), help="default: all")
+    parser.add_argument("--assignment", action="append", choices=list(course.ASSIGNMENTS), help="default: all")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     rows = run(args.out.resolve(), args.workers, args.assignment)

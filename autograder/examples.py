@@ -3,18 +3,18 @@
     python -m autograder.examples      # rewrite autograder/examples/ (after `make release`)
 
 Each assignment's folder is a SUBMISSIONS folder for ``autograder grade``, one student per
-way a real submission can turn out. ``EXPECTED`` says what grading must give each one
-(``make demo`` prints it, a test checks it):
+way a real submission can turn out (``KINDS``). What grading must give each one is the
+assignment's to say, in the ``[examples]`` table of its ``assignment.toml`` (``make demo``
+prints and checks it, so does a test):
 
-    complete/          every exercise solved and every answer written       graded, all autograded points
-    untouched.ipynb    the student version as released                      graded, 0 points
-    partial/           all but the last exercise solved                     graded, some points
-    forged.ipynb       nothing solved; a hook rewrites every test into `pass` graded, 0 points (verdicts
-                                                                            are checked out of the kernel)
-    raises.zip         the first exercise's cell raises before its code     graded, some points
-    loops/             the first exercise's cell loops forever              timeout, the rest graded
-    broken_json.ipynb  a notebook cut off mid-file                          invalid
-    missing_notebook/  a folder without the notebook                        invalid
+    complete/          every exercise solved and every answer written
+    untouched.ipynb    the student version as released
+    partial/           all but the last exercise solved
+    forged.ipynb       nothing solved; a hook rewrites every test into `pass`
+    raises.zip         the first exercise's cell raises before its code
+    loops/             the first exercise's cell loops forever
+    broken_json.ipynb  a notebook cut off mid-file
+    missing_notebook/  a folder without the notebook
 """
 
 from __future__ import annotations
@@ -31,17 +31,7 @@ from autograder.course import ASSIGNMENTS, solution_path, student_path
 
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 
-# status, and the allowed share of the autograded points as (low, high), inclusive
-EXPECTED: dict[str, tuple[str, tuple[float, float]]] = {
-    "complete": ("graded", (1.0, 1.0)),
-    "untouched": ("graded", (0.0, 0.0)),
-    "partial": ("graded", (0.01, 0.99)),
-    "forged": ("graded", (0.0, 0.0)),
-    "raises": ("graded", (0.01, 0.99)),
-    "loops": ("timeout", (0.0, 0.99)),
-    "broken_json": ("invalid", (0.0, 0.0)),
-    "missing_notebook": ("invalid", (0.0, 0.0)),
-}
+KINDS = ("complete", "untouched", "partial", "forged", "raises", "loops", "broken_json", "missing_notebook")
 RAISE_LINE = 'raise RuntimeError("a bug in the student\'s code")  # example submission: this cell raises'
 # It waits rather than spins: the demo grades it beside the other examples on a few cores (the
 # adversarial tests grade a spinning loop).

@@ -473,64 +473,114 @@ def prepare(opts: GradingOptions, source: str) -> None:
 
 def grade(opts: GradingOptions) -> BatchResult:
     """Grade every submission in ``opts.submissions``; always completes the batch."""
+    return grade_batch([opts])
+
+
+# options that one batch shares: one --out, gradebook, pool of workers and roster
+SHARED_OPTIONS = ("out", "db_url", "slots", "progress", "keep_workspaces", "wait", "course_root", "roster")
+
+
+def grade_batch(batch: list[GradingOptions]) -> BatchResult:
+    """Grade the submissions of several assignments into one ``--out`` as one batch: one pool
+    of workers takes the longest-looking submissions of all of them first (a class's heavy
+    assignment does not wait for the light ones to drain), and the gradebook, ``status.csv``,
+    ``grades.csv`` and the report are written once. Always completes the batch."""
     started = time.perf_counter()
-    check_parameters(opts.assignment, opts.parameters)
-    opts.out.mkdir(parents=True, exist_ok=True)
-    entries = submissions.discover(opts.submissions, opts.assignment)
-    rows = roster.read_roster(opts.roster) if opts.roster else []  # a bad roster stops the run before it starts
-    with exclusive_run(opts.out, opts.db_url, wait=opts.wait):  # one run at a time per --out and gradebook
-        if opts.out.resolve() != ROOT.resolve():
-            roster.write_formgrader_config(opts.out, opts.db_url)
+    first = batch[0]
+    for opts in batch:
+        mismatched = [name for name in SHARED_OPTIONS if getattr(opts, name) != getattr(first, name)]
+        if mismatched:
+            raise ValueError(f"one batch shares {', '.join(mismatched)}; {opts.assignment} differs")
+        check_parameters(opts.assignment, opts.parameters)
+    if len({opts.assignment for opts in batch}) != len(batch):
+        raise ValueError("an assignment appears twice in the batch")
+    first.out.mkdir(parents=True, exist_ok=True)
+    entries = [(opts, submissions.discover(opts.submissions, opts.assignment)) for opts in batch]
+    rows = roster.read_roster(first.roster) if first.roster else []  # a bad roster stops the run before it starts
+    with exclusive_run(first.out, first.db_url, wait=first.wait):  # one run at a time per --out and gradebook
+        if first.out.resolve() != ROOT.resolve():
+            roster.write_formgrader_config(first.out, first.db_url)
         if rows:
-            roster.import_roster(opts.db_url, rows)
+            roster.import_roster(first.db_url, rows)
         # the submissions' private course roots: reaped by the next run if this one is killed, unless kept
-        scratch = (Path(tempfile.mkdtemp(prefix=f"autograder-{opts.assignment}-")) if opts.keep_workspaces
+        label = first.assignment if len(batch) == 1 else "batch"
+        scratch = (Path(tempfile.mkdtemp(prefix=f"autograder-{label}-")) if first.keep_workspaces
                    else runtime.new_folder())
         launcher = forkserver.ForkServer(cwd=scratch).start()  # imports nbgrader while prepare runs
         try:
-            outcomes, skipped = grade_entries(entries, opts, scratch, launcher)
+            outcomes, skipped = grade_entries(entries, scratch, launcher)
         finally:
             launcher.close()
-            write_status_csv(opts.out)
-            if not opts.keep_workspaces:
+            write_status_csv(first.out)
+            if not first.keep_workspaces:
                 runtime.remove(scratch)
-        export_grades(opts.out, opts.db_url)
-        write_report(read_status_csv(opts.out / "status.csv"), opts.out / "report.html", opts.db_url)
+        export_grades(first.out, first.db_url)
+        write_report(read_status_csv(first.out / "status.csv"), first.out / "report.html", first.db_url)
     return BatchResult(outcomes, skipped, time.perf_counter() - started, scratch)
 
 
-def grade_entries(entries: list[submissions.Submission], opts: GradingOptions, scratch: Path,
+def longest_first(tasks: list[tuple[Task, GradingOptions]], journal: dict) -> list[tuple[Task, GradingOptions]]:
+    """The order the pool takes submissions in: what took longest last time first, then
+    notebooks with training cells (a solved one trains for minutes), then the larger
+    submissions (more of it written). A slow submission started last keeps one worker busy
+    while the others idle."""
+    training = {opts.assignment: _has_training_cells(opts.assignment) for _, opts in tasks}
+
+    def cost(item: tuple[Task, GradingOptions]) -> tuple[float, bool, int]:
+        task, opts = item
+        previous = journal.get((opts.assignment, task.student), {}).get("seconds") or 0.0
+        return float(previous), training[opts.assignment], submissions.size(task.submission)
+
+    return sorted(tasks, key=cost, reverse=True)
+
+
+def _has_training_cells(assignment: str) -> bool:
+    nb = nbformat.read(SOLUTIONS / assignment / ASSIGNMENTS[assignment], as_version=4)
+    return any(nbgrader_plugins.TRAINING_TAG in cell.metadata.get("tags", []) for cell in nb.cells)
+
+
+def grade_entries(entries: list[tuple[GradingOptions, list[submissions.Submission]]], scratch: Path,
                   launcher: forkserver.ForkServer) -> tuple[list[dict], list[str]]:
     """Grade the entries not graded yet (workspaces in ``scratch``), recording each as it
-    ends; returns the outcomes and the students skipped."""
-    source = source_digest(opts.assignment)
-    prepare(opts, source)
-    settings = rules_digest(source, opts.course_root) + json.dumps(opts.parameters, sort_keys=True)
-    done = read_journal(opts.out)
-    tasks, skipped = [], []
-    for sub in entries:
-        digest = submissions.fingerprint(sub, settings)
-        previous = done.get((opts.assignment, sub.student))
-        if (not opts.force and previous and previous.get("digest") == digest and previous["status"] in FINAL
-                and (not previous.get("graded") or gradebook.student_score(opts.db_url, opts.assignment, sub.student))):
-            skipped.append(sub.student)
-            continue
-        tasks.append(Task(sub, digest, scratch / f"{len(tasks):04d}-{sub.student}"[:80], launcher=launcher))
+    ends; returns the outcomes and the students skipped (``assignment/student`` where the
+    batch has several assignments)."""
+    first = entries[0][0]
+    done = read_journal(first.out)
+    tasks, skipped, maxima = [], [], {}
+    for opts, subs in entries:
+        source = source_digest(opts.assignment)
+        prepare(opts, source)
+        settings = rules_digest(source, opts.course_root) + json.dumps(opts.parameters, sort_keys=True)
+        for sub in subs:
+            digest = submissions.fingerprint(sub, settings)
+            previous = done.get((opts.assignment, sub.student))
+            if (not opts.force and previous and previous.get("digest") == digest and previous["status"] in FINAL
+                    and (not previous.get("graded")
+                         or gradebook.student_score(opts.db_url, opts.assignment, sub.student))):
+                skipped.append(sub.student if len(entries) == 1 else f"{opts.assignment}/{sub.student}")
+                continue
+            workspace = scratch / f"{len(tasks):04d}-{sub.student}"[:80]
+            tasks.append((Task(sub, digest, workspace, launcher=launcher), opts))
+        maxima[opts.assignment] = gradebook.max_scores(opts.db_url, opts.assignment)
 
-    maxima = gradebook.max_scores(opts.db_url, opts.assignment)
     slots: queue.Queue = queue.Queue()
-    for slot in opts.slots:
+    for slot in first.slots:
         slots.put(slot)
     outcomes = []
-    bar = tqdm(total=len(tasks), desc=f"grading {opts.assignment}", unit="submission", disable=not opts.progress,
+    several = len(entries) > 1
+    desc = f"grading {first.assignment}" if not several else f"grading {len(entries)} assignments"
+    bar = tqdm(total=len(tasks), desc=desc, unit="submission", disable=not first.progress,
                file=sys.stderr, dynamic_ncols=True)
-    with bar, ThreadPoolExecutor(max_workers=len(opts.slots), thread_name_prefix="grader") as pool:
-        running = [pool.submit(process, task, opts, slots) for task in tasks]
+    with bar, ThreadPoolExecutor(max_workers=len(first.slots), thread_name_prefix="grader") as pool:
+        running = [pool.submit(process, task, opts, slots) for task, opts in longest_first(tasks, done)]
+        options = {id(task): opts for task, opts in tasks}
         for future in as_completed(running):
             task = future.result()
-            outcomes.append(record(task, opts, maxima))
+            opts = options[id(task)]
+            outcomes.append(record(task, opts, maxima[opts.assignment]))
             line = outcomes[-1]
-            bar.write(f"  {line['student']}: {line['status']} {line['score']}/{line['max_score']}"
+            who = f"{opts.assignment}/{line['student']}" if several else line["student"]
+            bar.write(f"  {who}: {line['status']} {line['score']}/{line['max_score']}"
                       f" in {line['seconds']} s on {line['device']}" + (f" - {line['reason']}" if line["reason"] else ""))
             bar.update(1)
     return outcomes, skipped

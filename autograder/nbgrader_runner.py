@@ -31,8 +31,12 @@ def alembic_on_path():
 
 
 def nbgrader_env(course_root: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for nbgrader: this Python's scripts first on PATH and headless widgets."""
+    """The environment for nbgrader: this Python's scripts first on PATH, headless widgets, and
+    the course being graded (``course_root`` may be a private copy of its config)."""
+    from autograder import course
+
     env = dict(os.environ, PATH=scripts_first_path(), COURSE_LIB_WIDGETS="0")
+    env[course.COURSE_DIR_ENV] = str(course.course_root())
     env.update(extra or {})
     return env
 

@@ -220,6 +220,17 @@ def fingerprint(sub: Submission, *settings: str) -> str:
     return h.hexdigest()[:16]
 
 
+def size(sub: Submission) -> int:
+    """Bytes of the entry's regular files as they are on disk (links not followed): how much
+    was handed in, before it is read."""
+    if not sub.path.is_dir() or sub.path.is_symlink():
+        return sub.path.lstat().st_size if sub.path.exists() or sub.path.is_symlink() else 0
+    total = 0
+    for folder, _, names in os.walk(sub.path):  # os.walk does not enter linked folders
+        total += sum(os.lstat(os.path.join(folder, name)).st_size for name in names)
+    return total
+
+
 def stage(files: dict[str, bytes], target: Path) -> None:
     """Write the submission's files into ``target`` (nbgrader's submitted/<student>/<assignment>)."""
     if target.exists():

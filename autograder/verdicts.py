@@ -2,8 +2,8 @@
 
 A test cell runs in the student's kernel after the student's code, so everything it calls
 (``course_lib``, numpy, ``torch.testing``, an object whose ``==`` is always true, even a
-hook that rewrites later cells) may have been replaced. For every autograded cell in
-``PROBES`` (:mod:`autograder.probes`):
+hook that rewrites later cells) may have been replaced. For every autograded cell that its
+assignment's ``grading.py`` probes (``PROBES``, :mod:`autograder.probes`):
 
 1. once per version of the probes and of ``course_lib`` and per course installation (its
    secret salt, :mod:`autograder.course_secrets`), :func:`probe_cache` draws the inputs and
@@ -73,9 +73,12 @@ def expected_answers(probe, salt: int = 0) -> dict[str, np.ndarray]:
 
 
 def answers_version() -> str:
-    """Fingerprint of what the answers depend on: the probes, course_lib, torch and numpy."""
+    """Fingerprint of what the answers depend on: the probes (the assignments' declarations and
+    grading.py), course_lib, torch and numpy."""
+    from autograder import course
+
     digest = hashlib.sha256()
-    for path in sorted([PACKAGE / "autograder" / "probes.py", *(PACKAGE / "course_lib").rglob("*.py")]):
+    for path in [PACKAGE / "autograder" / "probes.py", *course.grading_files(), *sorted((PACKAGE / "course_lib").rglob("*.py"))]:
         digest.update(path.read_bytes())
     for package in ("torch", "numpy"):
         digest.update(metadata.version(package).encode())
@@ -93,16 +96,17 @@ def probe_cache(assignment: str, root: Path, salt: int = 0) -> Path:
     folder = Path(root) / f"{assignment}-{tag}"
     if (folder / MANIFEST).is_file():
         return folder
-    from autograder.probes import PROBES  # torch and course_lib: only when the cache is made
+    from autograder import course  # the assignment's grading.py imports torch and course_lib: only now
 
+    probes = course.probes(assignment)
     folder.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f".{assignment}-", dir=folder.parent))
     try:
-        for grade_id, probe in PROBES.get(assignment, {}).items():
+        for grade_id, probe in probes.items():
             np.savez(inputs_path(scratch, grade_id), **probe.inputs(salted_seed(probe, salt)))
             np.savez(expected_path(scratch, grade_id), **expected_answers(probe, salt))
         # written last: the cells a check must guard (a cache without it guards nothing and is refused)
-        (scratch / MANIFEST).write_text(json.dumps(sorted(PROBES.get(assignment, {}))))
+        (scratch / MANIFEST).write_text(json.dumps(sorted(probes)))
         if folder.is_dir() and not (folder / MANIFEST).is_file():  # a copy cut short: never what rename leaves
             shutil.rmtree(folder)
         scratch.rename(folder)

@@ -29,7 +29,7 @@ import nbformat
 import torch
 from torch.utils.data import DataLoader
 
-from autograder import trusted
+from autograder import course
 from autograder.course import SMALL_PARAMETERS, solution_path
 from autograder.trusted import notebook_parameters
 from course_lib.data import ShapesDataset
@@ -37,15 +37,17 @@ from course_lib.demo import train_reference
 from course_lib.metrics import ConfusionMatrix
 from course_lib.train import evaluate
 
+final = course.grading_module("04_segmentation_assignment")  # its trusted scorer
+
 CALIBRATION_SPLIT_SEED = 31_415_926  # a scoring split of its own (the grader's is the installation's secret)
 MIN_MARGIN = 0.03
 
 
 def budget_settings(budget: str) -> dict:
     """The notebook's parameters under ``budget`` (the locked cell's defaults, pinned as the grader pins them)."""
-    params = notebook_parameters(nbformat.read(solution_path(trusted.ASSIGNMENT), as_version=4))
+    params = notebook_parameters(nbformat.read(solution_path(final.ASSIGNMENT), as_version=4))
     if budget == "small":
-        params.update(SMALL_PARAMETERS[trusted.ASSIGNMENT])
+        params.update(SMALL_PARAMETERS[final.ASSIGNMENT])
     return params
 
 
@@ -57,16 +59,16 @@ def train_and_score(p: dict, seed: int, epochs: float) -> tuple[float, float]:
                 "size": p["image_size"], "batch_size": p["batch_size"], "lr": p["lr"], "epochs": max(1, int(epochs)),
                 "train_size": train_size, "val_size": p["val_size"], "seed": seed}
     model, _, seconds, _, _ = train_reference(settings, validate=False)
-    split = DataLoader(ShapesDataset(trusted.HIDDEN_SIZE, size=p["image_size"], seed=CALIBRATION_SPLIT_SEED), batch_size=32)
-    miou = evaluate(model.float(), split, num_classes=trusted.NUM_CLASSES, amp=False)["miou"]
+    split = DataLoader(ShapesDataset(final.HIDDEN_SIZE, size=p["image_size"], seed=CALIBRATION_SPLIT_SEED), batch_size=32)
+    miou = evaluate(model.float(), split, num_classes=final.NUM_CLASSES, amp=False)["miou"]
     return float(miou), seconds
 
 
 def background_everywhere_miou(p: dict) -> float:
     """What a model that predicts background everywhere scores on the calibration split."""
-    split = ShapesDataset(trusted.HIDDEN_SIZE, size=p["image_size"], seed=CALIBRATION_SPLIT_SEED)
+    split = ShapesDataset(final.HIDDEN_SIZE, size=p["image_size"], seed=CALIBRATION_SPLIT_SEED)
     _, masks = split.materialize()
-    cm = ConfusionMatrix(trusted.NUM_CLASSES)
+    cm = ConfusionMatrix(final.NUM_CLASSES)
     cm.update(torch.zeros_like(masks), masks)
     return cm.mean_iou()
 
@@ -98,7 +100,7 @@ def calibrate(budget: str, seeds: list[int]) -> dict:
     return {
         "settings": {k: p[k] for k in ("image_size", "train_size", "batch_size", "epochs", "fpn_channels", "head_channels", "lr")},
         "weaker_setting": f"the same with a quarter of the steps ({weaker_epochs:g} epochs)",
-        "scored_on": f"{trusted.HIDDEN_SIZE} images, seed {CALIBRATION_SPLIT_SEED}, float32, mIoU with background",
+        "scored_on": f"{final.HIDDEN_SIZE} images, seed {CALIBRATION_SPLIT_SEED}, float32, mIoU with background",
         "background_everywhere": round(trivial, 4),
         "runs": runs,
         "margin": round(margin, 3),
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--budgets", default="small,full")
     parser.add_argument("--seeds", type=int, default=5)
     args = parser.parse_args(argv)
-    path = trusted.CALIBRATION_FILE
+    path = final.CALIBRATION_FILE
     data = json.loads(path.read_text()) if path.exists() else {"budgets": {}}
     data["version"] = data.get("version", 0) + 1
     for budget in args.budgets.split(","):

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from autograder import trusted, verdicts
+from autograder import course, verdicts
 from autograder.course import SMALL_PARAMETERS, solution_path
-from autograder.probes import PROBES
+
+final = course.grading_module("04_segmentation_assignment")  # its trusted scorer
 
 FINAL = "04_segmentation_assignment"
 # set by tests/conftest.py once the session's tests are chosen: the assignments whose solution runs
@@ -42,9 +43,9 @@ def check_solution_run(assignment: str, nb, folder: Path, cache: Path) -> None:
     assert images, "the notebook should show figures"
     assert {grade_id: verdicts.check_probe(verdicts.load_arrays(verdicts.expected_path(cache, grade_id)),
                                            verdicts.outputs_path(folder, grade_id))
-            for grade_id in verdicts.probed_cells(cache)} == dict.fromkeys(PROBES[assignment], "")
+            for grade_id in verdicts.probed_cells(cache)} == dict.fromkeys(course.probes(assignment), "")
     if assignment == FINAL:
-        _the_exported_reference_clears_every_calibrated_threshold(nb, folder / trusted.MODEL_FILE)
+        _the_exported_reference_clears_every_calibrated_threshold(nb, folder / final.MODEL_FILE)
 
 
 def _the_exported_reference_clears_every_calibrated_threshold(nb, export: Path) -> None:
@@ -55,16 +56,16 @@ def _the_exported_reference_clears_every_calibrated_threshold(nb, export: Path) 
     (solutions/04_.../calibration.json)."""
     from benchmarks.calibrate_thresholds import CALIBRATION_SPLIT_SEED
 
-    calibrated = json.loads(trusted.CALIBRATION_FILE.read_text())["budgets"]["small"]
+    calibrated = json.loads(final.CALIBRATION_FILE.read_text())["budgets"]["small"]
     chosen = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "check_settings")
     settings = calibrated["settings"]
     assert (f"training {settings['epochs']} epoch(s), peak lr {settings['lr']:g} (one-cycle), "
             "weights {'w_ce': 1.0, 'w_dice': 1.0, 'w_iou': 1.0}, augmentation None, "
             f"widths {{'fpn_channels': {settings['fpn_channels']}, 'head_channels': {settings['head_channels']}}}"
             ) in "".join(o.get("text", "") for o in chosen.outputs)
-    miou, reason = trusted.score_export(export, SMALL_PARAMETERS[FINAL]["image_size"], CALIBRATION_SPLIT_SEED)
+    miou, reason = final.score_export(export, SMALL_PARAMETERS[FINAL]["image_size"], CALIBRATION_SPLIT_SEED)
     assert miou is not None, reason
-    top = trusted.thresholds("small")[-1]
+    top = final.thresholds("small")[-1]
     print(f"the solution's model at the small budget: calibration-split mIoU {miou:.4f}")
     assert miou >= top + calibrated["margin"] / 2, (
         f"the reference scored {miou:.3f} at the small budget; the top threshold is {top} (margin {calibrated['margin']})")

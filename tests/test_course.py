@@ -30,3 +30,88 @@ def test_pin_parameters_rejects_unknown_names_and_notebooks_without_parameters()
     nb.cells[1].metadata["tags"] = []
     with pytest.raises(ValueError, match="no cell tagged 'parameters'"):
         pin_parameters(nb, {"epochs": 2})
+
+
+# --------------------------------------------------------------------------- the course and its declarations
+import os  # noqa: E402
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from autograder import course  # noqa: E402
+from autograder.examples import KINDS  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_assignment_declares_its_notebook_small_setting_timeouts_and_every_example():
+    declared = course.assignments(ROOT)
+    assert list(declared) == sorted(p.name for p in (ROOT / "solutions").iterdir() if p.is_dir())
+    for name, a in declared.items():
+        nb = nbformat.read(a.source, as_version=4)
+        assert set(a.small) <= set(course.parameter_names(nb)), name  # pinnable: parameters of the notebook
+        assert set(a.examples) == set(KINDS), name  # each bundled example's outcome is the assignment's to say
+        assert 0 < a.timeouts.cell < a.timeouts.notebook and a.timeouts.training <= a.timeouts.notebook, name
+    assert course.ASSIGNMENTS == {n: a.notebook for n, a in declared.items()}
+
+
+def _course_copy(tmp_path: Path) -> Path:
+    copy = tmp_path / "my course"
+    shutil.copytree(ROOT / "solutions", copy / "solutions", ignore=shutil.ignore_patterns("*.ipynb_checkpoints"))
+    shutil.copy(ROOT / "nbgrader_config.py", copy / "nbgrader_config.py")
+    return copy
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace('notebook = "dice_iou.ipynb"', 'notebook = "dice.ipynb"'), "notebook 'dice.ipynb' is not"),
+    (lambda t: "budget = 3\n" + t, "unknown key"),
+    (lambda t: t + "\nstray = 3\n", "stray must be"),
+    (lambda t: t.replace("cell = 30", 'cell = "30"'), "'cell' has the wrong type"),
+    (lambda t: t.replace('share = [1.0, 1.0]', 'share = [1.0, 0.5]'), "examples.complete"),
+    (lambda t: t.replace("[small]", "[small"), "assignment.toml"),
+])
+def test_a_bad_declaration_names_its_file_and_key(tmp_path, edit, message):
+    folder = _course_copy(tmp_path) / "solutions" / "03_dice_iou"
+    toml = folder / "assignment.toml"
+    toml.write_text(edit(toml.read_text()))
+    with pytest.raises(course.BadDeclaration, match=message) as err:
+        course.load_declaration(folder)
+    assert str(toml) in str(err.value)
+
+
+def _probe(cwd: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    environ = {k: v for k, v in os.environ.items() if k != course.COURSE_DIR_ENV}
+    return subprocess.run([sys.executable, "-c", "from autograder import course; print(course.ROOT); "
+                           "print(course.SOLUTIONS); print(sorted(course.ASSIGNMENTS))", *extra], cwd=cwd,
+                          capture_output=True, text=True, env={**environ, **(env or {})}, timeout=120)
+
+
+def test_the_course_is_found_from_where_the_instructor_works_not_where_the_package_lives(tmp_path):
+    """A copy of the course (as an instructor adopting it has) is graded as that copy, from its
+    root or any folder in it, though this package is installed from the original checkout."""
+    copy = _course_copy(tmp_path)
+    shutil.rmtree(copy / "solutions" / "01_pyramids_vs_fpn")
+    for cwd in (copy, copy / "solutions" / "03_dice_iou"):
+        done = _probe(cwd)
+        assert done.returncode == 0, done.stderr
+        root, solutions, names = done.stdout.splitlines()
+        assert Path(root) == copy.resolve() and Path(solutions) == copy.resolve() / "solutions"
+        assert "01_pyramids_vs_fpn" not in names and "03_dice_iou" in names
+    named = _probe(tmp_path, env={course.COURSE_DIR_ENV: str(copy)})
+    assert named.returncode == 0 and Path(named.stdout.splitlines()[0]) == copy.resolve()
+    nowhere = _probe(tmp_path)
+    assert nowhere.returncode != 0 and "no course here" in nowhere.stderr and "--course-dir" in nowhere.stderr
+
+
+def test_the_command_line_takes_course_dir_and_says_when_there_is_no_course(tmp_path):
+    copy = _course_copy(tmp_path)
+    shutil.rmtree(copy / "solutions" / "02_resnet_fpn")
+    cli = [sys.executable, "-m", "autograder.cli"]
+    env = {k: v for k, v in os.environ.items() if k != course.COURSE_DIR_ENV}
+    lost = subprocess.run([*cli, "grade", "03_dice_iou", "x"], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert lost.returncode == 2 and "no course here" in lost.stderr
+    for args in (["--course-dir", str(copy), "grade", "02_resnet_fpn", "x"],
+                 ["grade", "02_resnet_fpn", "x", "--course-dir", str(copy)]):
+        done = subprocess.run([*cli, *args], cwd=tmp_path, capture_output=True, text=True, env=env)
+        assert done.returncode == 2 and "unknown assignment '02_resnet_fpn'" in done.stderr, done.stderr

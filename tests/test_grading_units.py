@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import cli, course_secrets, gpus, grading, nbgrader_plugins, verdicts
+from autograder import cli, course, course_secrets, gpus, grading, nbgrader_plugins, verdicts
 from autograder.course import ASSIGNMENTS, ROOT, solution_path
 from autograder.report import write_report
 
@@ -129,6 +129,21 @@ def test_a_change_to_the_grading_rules_regrades_everyone(tmp_path, monkeypatch):
     assert grading.rules_digest(source, copy) != before  # the course's nbgrader config
     monkeypatch.setenv(course_secrets.SECRETS_ENV, str(tmp_path / "other-installation.json"))
     assert grading.rules_digest(source) not in seen  # another installation's secrets
+    seen.add(grading.rules_digest(source))
+    # the assignments' declarations and grader code (their probes)
+    declared = {p.relative_to(ROOT).as_posix() for p in course.grading_files()}
+    assert {"solutions/03_dice_iou/assignment.toml", "solutions/03_dice_iou/grading.py"} <= declared
+    copies = []
+    for path in course.grading_files():
+        copies.append(tmp_path / "declared" / path.relative_to(ROOT))
+        copies[-1].parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, copies[-1])
+    monkeypatch.setattr(course, "grading_files", lambda: copies)
+    for changed in [c for c in copies if "03_dice_iou" in str(c)]:
+        before = grading.rules_digest(source)
+        with open(changed, "a") as fh:
+            fh.write("\n# changed\n")
+        assert grading.rules_digest(source) != before, changed
 
 
 def test_the_report_is_one_self_contained_page_with_escaped_names(tmp_path):
@@ -169,11 +184,11 @@ def test_misuse_exits_with_status_2_and_says_why(argv, message, capsys):
 
 
 def test_every_assignment_has_the_example_submissions():
-    from autograder.examples import EXAMPLES, EXPECTED
+    from autograder.examples import EXAMPLES, KINDS
 
     for assignment in ASSIGNMENTS:
         names = {p.name.split(".")[0] for p in (EXAMPLES / assignment).iterdir()}
-        assert names == set(EXPECTED), assignment
+        assert names == set(KINDS), assignment
 
 
 def test_committed_examples_are_what_the_generator_makes(tmp_path):

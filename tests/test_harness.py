@@ -17,9 +17,9 @@ import psutil
 import pytest
 from nbgrader.api import Gradebook
 
-from autograder import demo, grading, runtime
+from autograder import course, demo, grading, runtime
 from autograder.course import ASSIGNMENTS, ROOT, SMALL_PARAMETERS
-from autograder.examples import EXAMPLES, EXPECTED, completed, write_class
+from autograder.examples import EXAMPLES, KINDS, completed, write_class
 from autograder.gradebook import sqlite_url
 from autograder.gradebook import submission_scores as _submissions
 from tests.solution_runs import headless_leftovers
@@ -52,7 +52,7 @@ def demo_run(tmp_path_factory):
 
 def test_the_main_job_gives_every_example_its_status_and_score_range(demo_run):
     out, rows = demo_run
-    assert len(rows) == len(ASSIGNMENTS) * len(EXPECTED)
+    assert len(rows) == len(ASSIGNMENTS) * len(KINDS)
     assert demo.check_expectations(rows) == []
     db = sqlite_url(out / "gradebook.db")
     for assignment in ASSIGNMENTS:
@@ -124,9 +124,9 @@ def test_grading_pins_the_instructors_budget_into_the_locked_parameters_cell(dem
 def test_a_rerun_skips_what_is_graded_and_unchanged(demo_run):
     out, rows = demo_run
     before = _submissions(sqlite_url(out / "gradebook.db"), DICE)
-    opts = _options(out, EXAMPLES / DICE, workers=1, cell_timeout=demo.CELL_TIMEOUT)
+    opts = _options(out, EXAMPLES / DICE, workers=1, cell_timeout=course.assignment(DICE).timeouts.cell)
     result = grading.grade(opts)
-    assert result.outcomes == [] and sorted(result.skipped) == sorted(EXPECTED)
+    assert result.outcomes == [] and sorted(result.skipped) == sorted(KINDS)
     assert _submissions(opts.db_url, DICE) == before
     assert _csv(out / "status.csv") == rows  # nothing re-recorded
 

@@ -16,9 +16,11 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import trusted
+from autograder import course
 from autograder.course import (
     ASSIGNMENTS,
+    DECLARATION,
+    GRADING_MODULE,
     ROOT,
     SMALL_PARAMETERS,
     parameters_cell,
@@ -33,6 +35,8 @@ from tests.solution_runs import (
     headless_leftovers,
     stage_solution,
 )
+
+final = course.grading_module("04_segmentation_assignment")  # its trusted scorer
 
 STUDENTS = ("solution", "untouched")
 PLAIN = "03_dice_iou"  # graded by plain `nbgrader autograde` here (fast, with hidden tests and written answers)
@@ -88,7 +92,7 @@ def test_solution_has_parameters_exercises_hidden_tests_and_written_answers(assi
     assert all(c.metadata["nbgrader"]["locked"] and c.metadata["nbgrader"]["points"] > 0 for c in tests)
     # every autograded exercise has at least one hidden test, but the final assignment's
     # second and third mIoU cells: their points come from the model the first one exports
-    scored_elsewhere = set(trusted.GRADE_CELLS[1:])
+    scored_elsewhere = set(final.GRADE_CELLS[1:])
     assert all("### BEGIN HIDDEN TESTS" in c.source for c in tests if c.metadata["nbgrader"]["grade_id"] not in scored_elsewhere)
 
 
@@ -144,6 +148,12 @@ def test_student_versions_are_what_nbgrader_generates_from_the_solutions(tmp_pat
         assert generated == committed, f"notebooks/{assignment} is stale: run `make release` (autograder release)"
         text = student_path(assignment).read_text()
         assert "### BEGIN SOLUTION" not in text and "### BEGIN HIDDEN TESTS" not in text
+        # the grader's declaration and code stay with the instructor: released are the committed files only
+        released = sorted(p.name for p in (course / "notebooks" / assignment).iterdir())
+        assert released == sorted(p.name for p in student_path(assignment).parent.iterdir()
+                                  if p.name != ".ipynb_checkpoints"), assignment
+        assert (course / "solutions" / assignment / DECLARATION).is_file()
+        assert DECLARATION not in released and GRADING_MODULE not in released
 
 
 @pytest.mark.slow

@@ -53,9 +53,16 @@ def allowed(path: str, table: dict[str, str]) -> bool:
     return any(path == key or (key.endswith("/") and path.startswith(key)) for key in table)
 
 
+def _is_declaration(path: str) -> bool:
+    """An assignment's declaration and grader code beside its source notebook (autograder/course.py)."""
+    parts = path.split("/")
+    return len(parts) == 3 and parts[0] == "solutions" and parts[2] in ("assignment.toml", "grading.py")
+
+
 def test_course_folders_track_only_notebooks_and_declared_assets():
     files = tracked()
-    stray = sorted(p for p in files if p.startswith(COURSE_FOLDERS) and not p.endswith(".ipynb") and p not in ASSETS)
+    stray = sorted(p for p in files if p.startswith(COURSE_FOLDERS) and not p.endswith(".ipynb") and p not in ASSETS
+                   and not _is_declaration(p))
     assert not stray, (f"tracked files in {' and '.join(COURSE_FOLDERS)} that are neither notebooks nor declared "
                        f"assets (tests/test_repository.py ASSETS): {stray}; if a notebook run left them, "
                        f"`git rm --cached` them (.gitignore covers them)")

@@ -40,10 +40,10 @@ def test_a_bad_roster_is_refused_with_the_line_and_the_reason(tmp_path, text, re
 
 
 def test_the_bundled_examples_roster_names_every_example_student():
-    from autograder.examples import EXAMPLES, EXPECTED
+    from autograder.examples import EXAMPLES, KINDS
 
     rows = read_roster(EXAMPLES / "roster.csv")
-    assert {r["id"] for r in rows} == set(EXPECTED)
+    assert {r["id"] for r in rows} == set(KINDS)
     assert all(r["first_name"] and r["last_name"] for r in rows)
 
 

@@ -67,14 +67,16 @@ def test_chance_and_the_majority_class_score_below_every_calibrated_threshold():
     clears the top one: tests/test_notebooks.py scores the solution's own export.)"""
     from torch.utils.data import DataLoader
 
-    from autograder import trusted
+    from autograder import course
+
+    final = course.grading_module("04_segmentation_assignment")
     from benchmarks.calibrate_thresholds import CALIBRATION_SPLIT_SEED, budget_settings
 
     size = budget_settings("small")["image_size"]
-    split = DataLoader(ShapesDataset(trusted.HIDDEN_SIZE, size=size, seed=CALIBRATION_SPLIT_SEED), batch_size=50)
+    split = DataLoader(ShapesDataset(final.HIDDEN_SIZE, size=size, seed=CALIBRATION_SPLIT_SEED), batch_size=50)
     random_labels = evaluate(_Random(5), split)["miou"]
     majority = evaluate(_Constant(0, 5), split)["miou"]
-    lowest = trusted.thresholds("small")[0]
+    lowest = final.thresholds("small")[0]
     assert random_labels < 0.1 and majority < 0.2
     assert max(random_labels, majority) + 0.02 <= lowest, (random_labels, majority, lowest)
 

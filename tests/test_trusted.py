@@ -10,33 +10,36 @@ import numpy as np
 import pytest
 import torch
 
-from autograder import checks, grading, probes, trusted, verdicts
+from autograder import checks, course, grading, verdicts
 from autograder.course import ASSIGNMENTS, SMALL_PARAMETERS, solution_path
 from autograder.examples import completed
 from autograder.gradebook import sqlite_url
-from autograder.probes import PROBES
 from course_lib import probes as kernel_probes
 from course_lib.models import ResNetFPN
 from course_lib.train import save_checkpoint
+
+final = course.grading_module("04_segmentation_assignment")  # its trusted scorer
+
+PROBES = {assignment: course.probes(assignment) for assignment in course.ASSIGNMENTS}
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 SEED = 12_345  # a hidden-split seed for the tests
 
 
 def test_no_cell_the_kernel_runs_holds_the_hidden_split_and_the_thresholds_are_the_notebooks(tmp_path):
-    nb = nbformat.read(solution_path(trusted.ASSIGNMENT), as_version=4)
+    nb = nbformat.read(solution_path(final.ASSIGNMENT), as_version=4)
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "_HiddenShapes" not in code and "86_420_135" not in code  # the seed of earlier versions
-    seed = trusted.hidden_seed(tmp_path)  # drawn for this installation, kept out of git
-    assert seed == trusted.hidden_seed(tmp_path) and seed != trusted.hidden_seed(tmp_path / "another")
+    seed = final.hidden_seed(tmp_path)  # drawn for this installation, kept out of git
+    assert seed == final.hidden_seed(tmp_path) and seed != final.hidden_seed(tmp_path / "another")
     assert str(seed) not in code and f"{seed:_}" not in code
     assert (tmp_path / ".autograder" / "secrets.json").stat().st_mode & 0o777 == 0o600
     # the notebook shows the thresholds from the calibration file the grader reads, not a copy
-    shown = next(c for c in nb.cells if c.cell_type == "code" and trusted.CALIBRATION_FILE.name in c.source)
+    shown = next(c for c in nb.cells if c.cell_type == "code" and final.CALIBRATION_FILE.name in c.source)
     assert shown.metadata["nbgrader"]["locked"] and not re.search(r"0\.\d\d", shown.source)
-    assert all(len(trusted.thresholds(budget)) == 3 for budget in trusted.BUDGETS)
-    export = next(c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == trusted.GRADE_CELLS[0])
-    assert f'_hidden_save("{trusted.MODEL_FILE}", model)' in export.split("### BEGIN HIDDEN TESTS")[1]
+    assert all(len(final.thresholds(budget)) == 3 for budget in final.BUDGETS)
+    export = next(c.source for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == final.GRADE_CELLS[0])
+    assert f'_hidden_save("{final.MODEL_FILE}", model)' in export.split("### BEGIN HIDDEN TESTS")[1]
 
 
 def _export(path):
@@ -47,33 +50,33 @@ def _export(path):
 
 def test_an_untrained_export_scores_low_and_reproducibly(tmp_path):
     _export(tmp_path / "m.pt")
-    first, reason = trusted.score_export(tmp_path / "m.pt", 64, SEED)
-    low, middle, top = trusted.thresholds("small")
+    first, reason = final.score_export(tmp_path / "m.pt", 64, SEED)
+    low, middle, top = final.thresholds("small")
     assert reason == "" and 0.0 <= first < low
-    assert trusted.score_export(tmp_path / "m.pt", 64, SEED) == (first, "")
-    assert trusted.points(first, "small") == [False, False, False]
-    assert trusted.points((middle + top) / 2, "small") == [True, True, False]
-    assert trusted.points(top, "small") == [True, True, True]
+    assert final.score_export(tmp_path / "m.pt", 64, SEED) == (first, "")
+    assert final.points(first, "small") == [False, False, False]
+    assert final.points((middle + top) / 2, "small") == [True, True, False]
+    assert final.points(top, "small") == [True, True, True]
 
 
 def test_the_budget_a_model_was_trained_with_is_flagged_against_the_pinned_one():
     pinned = {"train_size": 512, "epochs": 4, "image_size": 64}
-    within = trusted.budget_flag({"images_seen": 2048, "steps": 256, "epochs": 4, "image_size": 64}, pinned)
+    within = final.budget_flag({"images_seen": 2048, "steps": 256, "epochs": 4, "image_size": 64}, pinned)
     assert "OVER" not in within and "2,048 images" in within
-    over = trusted.budget_flag({"images_seen": 4096, "steps": 512, "epochs": 8, "image_size": 96}, pinned)
+    over = final.budget_flag({"images_seen": 4096, "steps": 512, "epochs": 8, "image_size": 96}, pinned)
     assert over.startswith("OVER BUDGET") and "4,096 images seen > 2,048 allowed" in over and "96 px > 64 px" in over
-    assert trusted.budget_flag(None, pinned).startswith("BUDGET UNKNOWN")
-    assert trusted.budget_flag({}, pinned).startswith("BUDGET UNKNOWN")
+    assert final.budget_flag(None, pinned).startswith("BUDGET UNKNOWN")
+    assert final.budget_flag({}, pinned).startswith("BUDGET UNKNOWN")
     pinned.update(fpn_channels=64, head_channels=32)  # a narrower model is a choice; a wider one is over
     narrow = {"images_seen": 2048, "steps": 256, "epochs": 4, "image_size": 64, "fpn_channels": 32, "head_channels": 32}
-    assert "OVER" not in trusted.budget_flag(narrow, pinned)
-    wide = trusted.budget_flag(dict(narrow, fpn_channels=128), pinned)
+    assert "OVER" not in final.budget_flag(narrow, pinned)
+    wide = final.budget_flag(dict(narrow, fpn_channels=128), pinned)
     assert wide.startswith("OVER BUDGET") and "fpn_channels 128 > 64" in wide
 
 
 def test_training_outside_the_training_cells_is_flagged():
-    nb = nbformat.read(solution_path(trusted.ASSIGNMENT), as_version=4)
-    assert trusted.training_outside_training_cells(nb) == []  # the solution trains in the locked cells only
+    nb = nbformat.read(solution_path(final.ASSIGNMENT), as_version=4)
+    assert final.training_outside_training_cells(nb) == []  # the solution trains in the locked cells only
     for cell in nb.cells:
         if cell.metadata.get("nbgrader", {}).get("grade_id") == "training_settings":
             cell.source += "\nfor _ in range(3):\n    my_train_step(model, images, masks, loss_fn, opt)\n"
@@ -85,19 +88,19 @@ def test_training_outside_the_training_cells_is_flagged():
     nb.cells.append(sneaky)
     nb.cells.append(nbformat.v4.new_code_cell("x = 1\0"))
     n = len(nb.cells)
-    flags = trusted.training_outside_training_cells(nb)
+    flags = final.training_outside_training_cells(nb)
     assert flags[:-1] == ["training_settings calls my_train_step", f"cell {n - 5} calls fit", f"cell {n - 3} calls fit",
                           f"cell {n - 2} calls fit"]
     assert flags[-1].startswith(f"cell {n - 1} could not be read")  # a null byte: ValueError or SyntaxError
 
 
 def test_a_missing_or_malformed_calibration_fails_the_cells_closed(tmp_path, monkeypatch):
-    monkeypatch.setattr(trusted, "CALIBRATION_FILE", tmp_path / "calibration.json")
+    monkeypatch.setattr(final, "CALIBRATION_FILE", tmp_path / "calibration.json")
     with pytest.raises(FileNotFoundError):
-        trusted.points(0.9, "full")
+        final.points(0.9, "full")
     (tmp_path / "calibration.json").write_text('{"budgets": {"full": {"thresholds": [0.6, 0.5, 0.4]}}}')
     with pytest.raises(ValueError, match="increasing"):
-        trusted.points(0.9, "full")
+        final.points(0.9, "full")
 
 
 class _Payload:  # a pickle that would run code when loaded without weights_only
@@ -107,25 +110,25 @@ class _Payload:  # a pickle that would run code when loaded without weights_only
 
 def test_exports_that_are_not_plain_data_or_not_a_course_model_score_nothing(tmp_path):
     torch.save({"config": {}, "state_dict": _Payload()}, tmp_path / "pickle.pt")
-    assert trusted.score_export(tmp_path / "pickle.pt", 64, SEED)[0] is None
-    assert "not plain data" in trusted.score_export(tmp_path / "pickle.pt", 64, SEED)[1]
+    assert final.score_export(tmp_path / "pickle.pt", 64, SEED)[0] is None
+    assert "not plain data" in final.score_export(tmp_path / "pickle.pt", 64, SEED)[1]
     state = {"config": {"arch": "fpn", "num_classes": 5, "backbone": "resnet18", "fpn_channels": 32,
                         "head_channels": 16, "weights": "/etc/passwd"}, "state_dict": {}}
     torch.save(state, tmp_path / "config.pt")
-    miou, reason = trusted.score_export(tmp_path / "config.pt", 64, SEED)
+    miou, reason = final.score_export(tmp_path / "config.pt", 64, SEED)
     assert miou is None and "the model config must be arch, num_classes" in reason
     state["config"] = {**state["config"], "normalize": "yes"}
     del state["config"]["weights"]
     torch.save(state, tmp_path / "normalize.pt")
-    miou, reason = trusted.score_export(tmp_path / "normalize.pt", 64, SEED)
+    miou, reason = final.score_export(tmp_path / "normalize.pt", 64, SEED)
     assert miou is None and "normalize must be True or False" in reason
-    miou, reason = trusted.score_export(tmp_path / "missing.pt", 64, SEED)
+    miou, reason = final.score_export(tmp_path / "missing.pt", 64, SEED)
     assert miou is None and "no exported model" in reason
 
 
 @pytest.mark.slow
 def test_tampering_in_the_kernel_does_not_change_the_trusted_score(tmp_path):
-    nb = completed(trusted.ASSIGNMENT)
+    nb = completed(final.ASSIGNMENT)
     settings = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "training_settings")
     settings.source += "\ntrain_epochs = 1"
     train = next(i for i, c in enumerate(nb.cells) if "history = fit(fpn_model" in c.source)
@@ -137,19 +140,19 @@ def test_tampering_in_the_kernel_does_not_change_the_trusted_score(tmp_path):
     nbformat.write(nb, tmp_path / "class" / "forger.ipynb")
     out = tmp_path / "out"
     opts = grading.GradingOptions(
-        assignment=trusted.ASSIGNMENT, submissions=tmp_path / "class", out=out, db_url=sqlite_url(out / "gradebook.db"),
+        assignment=final.ASSIGNMENT, submissions=tmp_path / "class", out=out, db_url=sqlite_url(out / "gradebook.db"),
         slots=grading.make_slots(1, []), cell_timeout=120, training_timeout=300,
-        parameters={**SMALL_PARAMETERS[trusted.ASSIGNMENT], "ablation_train_size": 8, "ablation_epochs": 1},  # not scored
+        parameters={**SMALL_PARAMETERS[final.ASSIGNMENT], "ablation_train_size": 8, "ablation_epochs": 1},  # not scored
         progress=False)
     (row,) = grading.grade(opts).outcomes
-    graded = nbformat.read(out / "autograded" / "forger" / trusted.ASSIGNMENT / f"{trusted.NOTEBOOK}.ipynb", as_version=4)
+    graded = nbformat.read(out / "autograded" / "forger" / final.ASSIGNMENT / course.ASSIGNMENTS[final.ASSIGNMENT], as_version=4)
     text = "\n".join(o.get("text", "") for c in graded.cells if c.cell_type == "code" for o in c.outputs)
     assert text.count("model ok") == 3, text  # the kernel's own checks of the three cells passed...
     assert row["status"] == "graded" and row["auto_score"] == 8.0, row  # ...the grade did not: 14 - 6 mIoU points
     assert "trusted: hidden-split mIoU" in row["reason"] and "0 of 3 cells pass" in row["reason"]
-    failed = [c for c in graded.cells if c.metadata.get("nbgrader", {}).get("grade_id") in trusted.GRADE_CELLS]
+    failed = [c for c in graded.cells if c.metadata.get("nbgrader", {}).get("grade_id") in final.GRADE_CELLS]
     assert all(any(o.get("ename") == checks.CHECK_FAILED for o in c.outputs) for c in failed)  # says why
-    assert not (out / "autograded" / "forger" / trusted.ASSIGNMENT / trusted.MODEL_FILE).exists()
+    assert not (out / "autograded" / "forger" / final.ASSIGNMENT / final.MODEL_FILE).exists()
 
 
 ALL_PROBES = [(assignment, grade_id) for assignment, probes in PROBES.items() for grade_id in probes]
@@ -208,8 +211,8 @@ def test_probe_results_and_exports_that_are_symlinks_are_not_followed(tmp_path):
     link = verdicts.outputs_path(tmp_path, "test_dice_score")
     link.symlink_to(real)
     assert "not a regular file" in verdicts.check_probe(expected, link)
-    (tmp_path / trusted.MODEL_FILE).symlink_to(tmp_path / "gradebook.db")  # dangling here, the grader's file there
-    miou, reason = trusted.score_export(tmp_path / trusted.MODEL_FILE, 64, SEED)
+    (tmp_path / final.MODEL_FILE).symlink_to(tmp_path / "gradebook.db")  # dangling here, the grader's file there
+    miou, reason = final.score_export(tmp_path / final.MODEL_FILE, 64, SEED)
     assert miou is None and "not a regular file" in reason
 
 
@@ -222,18 +225,19 @@ def test_a_zip_bomb_of_probe_results_is_refused_before_it_is_unpacked(tmp_path, 
 
 
 def test_probe_inputs_cover_the_edge_cases():
-    masks = probes._mask_pairs(0)
+    pyramids, fpn_probes, dice = (course.grading_module(a) for a in ("01_pyramids_vs_fpn", "02_resnet_fpn", "03_dice_iou"))
+    masks = dice._mask_pairs(0)
     assert not masks["a_0"].any() and not masks["b_0"].any()  # two empty masks
     assert len({masks[f"a_{k}"].ndim for k in range(int(masks["n"]))}) == 3
-    logits = probes._logits_targets(0)
+    logits = dice._logits_targets(0)
     assert {logits[f"x_{k}"].dtype for k in range(int(logits["n"]))} == {np.dtype("float32"), np.dtype("float64")}
     assert np.abs(logits["x_4"]).max() > 100  # large logits: a hand-written exp() overflows
-    images = probes._images(0)
+    images = pyramids._images(0)
     assert {images[f"x_{k}"].dtype for k in range(int(images["n"]))} == {np.dtype("float32"), np.dtype("uint8")}
     assert {images[f"x_{k}"].ndim for k in range(int(images["n"]))} == {3, 4}
-    sizes = probes._image_sizes(0)["q_0"]
+    sizes = pyramids._image_sizes(0)["q_0"]
     assert (sizes % 2 == 1).any() and sizes.min() == 1  # odd sizes and a 1×1 image
-    fpn = probes._fpn_cases(probes.FPN_EQUIVALENCE, 0)
+    fpn = fpn_probes._fpn_cases(fpn_probes.FPN_EQUIVALENCE, 0)
     assert sorted(int(fpn[f"ch_{k}"].size) for k in range(int(fpn["n"])))[:3] == [1, 2, 3]  # 1, 2, 3 levels
     assert any(s % 2 for s in fpn["f0_1"].shape[-2:])  # odd level sizes: 97×131 → 25×33
 
@@ -243,7 +247,7 @@ def test_every_autograded_point_is_decided_out_of_the_kernel():
     for assignment in ASSIGNMENTS:
         cells = {c.metadata["nbgrader"]["grade_id"]: c.source for c in nbformat.read(solution_path(assignment), as_version=4).cells
                  if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")}
-        trusted_cells = set(trusted.GRADE_CELLS) if assignment == trusted.ASSIGNMENT else set()
+        trusted_cells = set(final.GRADE_CELLS) if assignment == final.ASSIGNMENT else set()
         assert set(cells) == set(PROBES[assignment]) | trusted_cells, assignment
         for grade_id in PROBES[assignment]:
             hidden = cells[grade_id].split("### BEGIN HIDDEN TESTS")[1]
@@ -255,26 +259,26 @@ def test_the_trusted_score_does_not_depend_on_whether_autocast_is_available(tmp_
     _export(tmp_path / "m.pt")
     data = (tmp_path / "m.pt").read_bytes()
     monkeypatch.setenv("AUTOGRADER_SANDBOX", "off")  # the sandbox would hide the sitecustomize below
-    plain = trusted.score_model(data, 64, SEED)
+    plain = final.score_model(data, 64, SEED)
     site, loaded = tmp_path / "site", tmp_path / "bf16-forced"
     site.mkdir()
     (site / "sitecustomize.py").write_text(  # this "host" has native bf16 everywhere
         "import course_lib.train as t\nt._cpu_has_native_bf16 = lambda: True\n"
         f"open({str(loaded)!r}, 'w').write('yes')\n")
     monkeypatch.setenv("PYTHONPATH", str(site))
-    forced = trusted.score_model(data, 64, SEED)
+    forced = final.score_model(data, 64, SEED)
     assert loaded.exists()  # the scorer ran where autocast would pick bf16...
     assert forced == plain and plain[0] is not None  # ...and scored the same, bit for bit
-    assert trusted.points(forced[0], "small") == trusted.points(plain[0], "small")
+    assert final.points(forced[0], "small") == final.points(plain[0], "small")
 
 
 def test_the_largest_model_the_scorer_accepts_fits_the_files_a_kernel_may_leave():
     from autograder import sandbox
     from course_lib.models import build_model
 
-    for backbone in sorted(trusted.ALLOWED_CONFIG["backbone"]):
-        config = {"arch": "fpn", "num_classes": trusted.NUM_CLASSES, "backbone": backbone,
-                  "fpn_channels": trusted.MAX_CHANNELS, "head_channels": trusted.MAX_CHANNELS}
+    for backbone in sorted(final.ALLOWED_CONFIG["backbone"]):
+        config = {"arch": "fpn", "num_classes": final.NUM_CLASSES, "backbone": backbone,
+                  "fpn_channels": final.MAX_CHANNELS, "head_channels": final.MAX_CHANNELS}
         with torch.device("meta"):
             model = build_model(config)
         size = 4 * sum(t.numel() for t in [*model.parameters(), *model.buffers()])  # float32
