@@ -3,6 +3,9 @@
 Every command works on the course found as nbgrader finds its config: the folder holding
 ``nbgrader_config.py`` and ``solutions/``, from the current folder upwards, or ``--course-dir``.
 
+    autograder new ASSIGNMENT [--title TITLE]
+        a new assignment in solutions/ASSIGNMENT: a source notebook (parameters cell, one
+        exercise with a probed hidden test), its assignment.toml and grading.py
     autograder release [ASSIGNMENT ...]
         generate notebooks/ (student versions) from solutions/ with nbgrader
     autograder grade ASSIGNMENT SUBMISSIONS [--workers N] [--gpus auto|none|0,1] [--timeout S]
@@ -63,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     _course_dir_option(parser)
     commands = parser.add_subparsers(dest="command", required=True)
+
+    n = commands.add_parser("new", help="scaffold a new assignment in solutions/ (notebook, assignment.toml, grading.py)")
+    n.add_argument("assignment", metavar="ASSIGNMENT", help="its name, like 05_edge_maps")
+    n.add_argument("--title", default=None, help="the notebook's title (default: from the name)")
 
     p = commands.add_parser("release", help="generate the student versions in notebooks/ from solutions/")
     p.add_argument("assignments", nargs="*", metavar="ASSIGNMENT", help=f"default: all of {', '.join(ASSIGNMENTS)}")
@@ -166,6 +173,21 @@ def _db_url(out: Path, db: str | None) -> str:
     return gradebook.sqlite_url(out / "gradebook.db")
 
 
+def new_command(args) -> int:
+    from autograder.scaffold import new_assignment
+
+    try:
+        folder = new_assignment(args.assignment, args.title)
+    except (ValueError, FileExistsError) as err:
+        print(f"autograder: {err}", file=sys.stderr)
+        return 2
+    relative = folder.relative_to(course.ROOT)
+    print(f"wrote {relative}/: {', '.join(sorted(p.name for p in folder.iterdir()))}\n"
+          f"next: edit them, then `autograder release {args.assignment}`, "
+          f"`python -m autograder.examples {args.assignment}` and `make demo` (README, \"Add an assignment\")")
+    return 0
+
+
 def export_command(args) -> int:
     from autograder import grading
     from autograder.locks import RunLocked, exclusive_run
@@ -227,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     ASSIGNMENTS = course.ASSIGNMENTS
     try:
+        if args.command == "new":
+            return new_command(args)
         if args.command == "release":
             unknown = sorted(set(args.assignments) - set(ASSIGNMENTS))
             if unknown:
