@@ -3,7 +3,7 @@
     python -m autograder.demo [--out build/demo] [--workers N]
 
 1. release: regenerate the student versions from ``solutions/`` (nbgrader generate_assignment);
-2. grade every assignment's examples (``autograder/examples/``) as one batch (one pool of
+2. grade every assignment's examples (``examples/``) as one batch (one pool of
    workers for all, the final assignment's training started first), each assignment at the
    small setting and timeouts its ``assignment.toml`` declares;
 3. leave nbgrader's ``autograded/`` and ``feedback/``, ``gradebook.db``, ``grades.csv``,

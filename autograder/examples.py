@@ -1,6 +1,6 @@
 """Example submissions for every assignment, made from the student version and the solutions.
 
-    python -m autograder.examples      # rewrite autograder/examples/ (after `make release`)
+    python -m autograder.examples [ASSIGNMENT ...]   # rewrite examples/ of the course (after `make release`)
 
 Each assignment's folder is a SUBMISSIONS folder for ``autograder grade``, one student per
 way a real submission can turn out (``KINDS``). What grading must give each one is the
@@ -27,9 +27,15 @@ from pathlib import Path
 
 import nbformat
 
-from autograder.course import ASSIGNMENTS, solution_path, student_path
+from autograder import course
+from autograder.course import solution_path, student_path
 
-EXAMPLES = Path(__file__).resolve().parent / "examples"
+
+def __getattr__(name: str):
+    """``EXAMPLES``: the course's ``examples/`` folder (of the course root, found on first use)."""
+    if name == "EXAMPLES":
+        return course.course_root() / "examples"
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 KINDS = ("complete", "untouched", "partial", "forged", "raises", "loops", "broken_json", "missing_notebook")
 RAISE_LINE = 'raise RuntimeError("a bug in the student\'s code")  # example submission: this cell raises'
@@ -83,7 +89,7 @@ def _first_exercise(nb):
 
 
 def make_examples(assignment: str, target: Path) -> None:
-    name = ASSIGNMENTS[assignment]
+    name = course.ASSIGNMENTS[assignment]
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
@@ -123,9 +129,10 @@ def make_examples(assignment: str, target: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    for assignment in argv or list(ASSIGNMENTS):
-        make_examples(assignment, EXAMPLES / assignment)
-        print(f"wrote {EXAMPLES / assignment}")
+    examples = course.course_root() / "examples"
+    for assignment in argv or list(course.ASSIGNMENTS):
+        make_examples(assignment, examples / assignment)
+        print(f"wrote {examples / assignment}")
     return 0
 
 

@@ -20,6 +20,7 @@ grades are in the gradebook, and recording replaces earlier grades.
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import os
@@ -207,7 +208,7 @@ def _kill_tree(worker: forkserver.Worker) -> None:
 def worker_env(task: Task, opts: GradingOptions) -> dict[str, str]:
     slot = task.slot
     parameters = dict(opts.parameters)
-    if slot.gpu is None:
+    if slot.gpu is None and "device" in _parameter_names(opts.assignment):
         parameters.setdefault("device", "cpu")  # --gpus none means CPU, also where MPS exists
     extra = {
         "NBGRADER_DB_URL": gradebook.sqlite_url(task.workspace / "gradebook.db"),
@@ -429,9 +430,14 @@ def rules_digest(source: str, course_root: Path = ROOT) -> str:
     return digest.hexdigest()
 
 
+@functools.lru_cache(maxsize=32)
+def _parameter_names(assignment: str) -> tuple[str, ...]:
+    return tuple(parameter_names(nbformat.read(SOLUTIONS / assignment / ASSIGNMENTS[assignment], as_version=4)))
+
+
 def check_parameters(assignment: str, parameters: dict[str, object]) -> None:
     """Every pinned name must be a parameter of the assignment's notebook."""
-    known = parameter_names(nbformat.read(SOLUTIONS / assignment / ASSIGNMENTS[assignment], as_version=4))
+    known = _parameter_names(assignment)
     unknown = sorted(set(parameters) - set(known))
     if unknown:
         raise ValueError(f"{', '.join(unknown)}: not parameters of {assignment}; it has {', '.join(sorted(known))}")

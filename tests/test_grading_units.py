@@ -198,7 +198,7 @@ def test_committed_examples_are_what_the_generator_makes(tmp_path):
         make_examples(assignment, tmp_path / assignment)
         made = {p.relative_to(tmp_path / assignment): p.read_bytes() for p in (tmp_path / assignment).rglob("*") if p.is_file()}
         committed = {p.relative_to(EXAMPLES / assignment): p.read_bytes() for p in (EXAMPLES / assignment).rglob("*") if p.is_file()}
-        assert made == committed, f"autograder/examples/{assignment} is stale: run `python -m autograder.examples`"
+        assert made == committed, f"examples/{assignment} is stale: run `python -m autograder.examples`"
 
 
 def test_missing_bubblewrap_is_a_clear_error(monkeypatch):

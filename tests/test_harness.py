@@ -94,7 +94,7 @@ def test_formgrader_started_in_the_out_folder_sees_the_run_with_the_rosters_name
     assert Path(seen["source"]).resolve() == (ROOT / "solutions" / "03_dice_iou").resolve()
     graded = {r["student"]: float(r["score"]) for r in rows if r["assignment"] == "03_dice_iou" and r["status"] == "graded"}
     assert {k: v[2] for k, v in seen["subs"].items() if k in graded} == graded
-    assert seen["subs"]["complete"][:2] == ["Okafor", "Ada"]  # autograder/examples/roster.csv
+    assert seen["subs"]["complete"][:2] == ["Okafor", "Ada"]  # examples/roster.csv
     assert seen["exchange"] is False
 
 

@@ -27,7 +27,7 @@ ASSETS: dict[str, str] = {
 
 MAX_BYTES = 2 * 10**6
 LARGE_ALLOWED: dict[str, str] = {
-    "autograder/examples/": "example submissions (notebooks, zips) graded by make demo",
+    "examples/": "example submissions (notebooks, zips) graded by make demo",
 }
 """Paths (a trailing '/' means a folder) allowed past :data:`MAX_BYTES`, with why."""
 
