@@ -32,10 +32,20 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedb
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
-# Per-cell timeout while autograding (Execute.timeout, not ExecutePreprocessor.timeout,
-# which nbgrader ignores). Training cells of the final assignment get more through the
-# harness; see autograder/README.
-c.Execute.timeout = int(os.environ.get("NBGRADER_CELL_TIMEOUT", "600"))  # cells without the "training" tag
+# The grading harness's settings (autograder/settings.py; `autograder config` prints them and where
+# each came from), e.g.
+#   c.Autograder.workers = 4            # parallel notebooks (default: one per GPU, else one per 2 cores)
+#   c.Autograder.cell_timeout = 120     # seconds a cell may run (default 600)
+#   c.Autograder.training_timeout = 1800  # seconds a locked cell tagged "training" may run (default 3600)
+#   c.Autograder.timeout = 3600         # seconds a whole notebook may take
+# `autograder grade` flags override them.
+
+# Per-cell timeout while autograding (Execute.timeout, not ExecutePreprocessor.timeout, which
+# nbgrader ignores): for plain `nbgrader autograde`, NBGRADER_CELL_TIMEOUT (the harness sets it
+# from c.Autograder.cell_timeout); cells tagged "training" get NBGRADER_TRAINING_TIMEOUT.
+from autograder.nbgrader_plugins import DEFAULT_CELL_TIMEOUT  # noqa: E402
+
+c.Execute.timeout = int(os.environ.get("NBGRADER_CELL_TIMEOUT", DEFAULT_CELL_TIMEOUT))
 
 # Restore cells that students deleted, from the gradebook.
 c.OverwriteCells.add_missing_cells = True

@@ -14,6 +14,9 @@ Every command works on the course found as nbgrader finds its config: the folder
         status.csv and report.html to --out (default: the course root). Elsewhere than the
         course root, --out also gets an nbgrader_config.py: `jupyter lab` started there shows
         the run in formgrader
+    autograder config [--json] [--workers N ...]
+        the effective settings (course root, c.Autograder.* of nbgrader_config.py, gradebook) and
+        where each came from: default, nbgrader_config.py or the command line
     autograder export [--out DIR] [--db URL]
         grades.csv and report.html again from the gradebook, e.g. after manual grading in
         formgrader
@@ -78,14 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("assignment", metavar="ASSIGNMENT", help=", ".join(ASSIGNMENTS))
     g.add_argument("submissions", metavar="SUBMISSIONS", type=Path,
                    help="a folder of <student_id>/ folders, <student_id>.ipynb or <student_id>.zip files")
-    g.add_argument("--workers", type=int, default=None,
-                   help="parallel notebooks (default: one per GPU, else one per 2 CPU cores)")
-    g.add_argument("--gpus", default="auto", help="auto (all CUDA devices), none (CPU only) or indices like 0,1")
-    g.add_argument("--timeout", type=float, default=3600.0, help="wall-clock seconds per notebook (default 3600)")
-    g.add_argument("--cell-timeout", type=int, default=None,
-                   help="nbgrader's per-cell timeout (default: the course config, $NBGRADER_CELL_TIMEOUT or 600)")
-    g.add_argument("--training-timeout", type=int, default=None,
-                   help="the per-cell timeout of cells tagged 'training' (default $NBGRADER_TRAINING_TIMEOUT or 3600)")
+    _setting_flags(g)
     g.add_argument("--param", dest="parameters", action="append", type=_name_value, default=[],
                    metavar="NAME=VALUE", help="pin a parameter of the notebook (repeatable), e.g. epochs=2")
     g.add_argument("--force", action="store_true", help="re-grade students already graded")
@@ -98,6 +94,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--wait", action="store_true",
                    help="if another run grades into the same --out or gradebook, wait for it (default: refuse)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    c = commands.add_parser("config", help="the effective settings and where each came from")
+    c.add_argument("--json", action="store_true", help="print them as JSON")
+    _setting_flags(c)
 
     x = commands.add_parser("export", help="grades.csv and report.html again from the gradebook (after manual grading)")
     x.add_argument("--out", type=Path, default=ROOT, help="the folder a grade run wrote (default: the course root)")
@@ -118,6 +118,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _setting_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag per setting of autograder/settings.py (default: the course's nbgrader_config.py, else its default)."""
+    from autograder.settings import Autograder
+
+    kinds = {"workers": int, "gpus": str, "timeout": float, "cell_timeout": int, "training_timeout": int}
+    for name, kind in kinds.items():
+        trait = Autograder.class_traits()[name]
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
+                            help=f"{trait.help} (c.Autograder.{name}; default {trait.default_value!r})")
+
+
+def _settings(args):
+    from autograder import settings
+
+    return settings.effective({name: getattr(args, name, None) for name in settings.NAMES})
+
+
 def grade_command(args, parser) -> int:
     from autograder import gradebook, grading
     from autograder.locks import RunLocked
@@ -129,15 +146,16 @@ def grade_command(args, parser) -> int:
         parser.error(f"SUBMISSIONS {args.submissions} does not exist")
     parameters = dict(args.parameters)
     try:
+        settings, _ = _settings(args)
         grading.check_parameters(args.assignment, parameters)
-        slots = grading.make_slots(args.workers, grading.parse_gpus(args.gpus))
-    except ValueError as err:
+        slots = grading.make_slots(settings.workers, grading.parse_gpus(settings.gpus))
+    except (ValueError, KeyError) as err:
         parser.error(str(err))
     out = args.out.resolve()
     db_url = _db_url(out, args.db)
     opts = grading.GradingOptions(
         assignment=args.assignment, submissions=args.submissions.resolve(), out=out, db_url=db_url, slots=slots,
-        timeout=args.timeout, cell_timeout=args.cell_timeout, training_timeout=args.training_timeout,
+        timeout=settings.timeout, cell_timeout=settings.cell_timeout, training_timeout=settings.training_timeout,
         parameters=parameters, force=args.force, progress=not args.no_progress, keep_workspaces=args.keep_workspaces,
         wait=args.wait, roster=args.roster.resolve() if args.roster else None,
     )
@@ -171,6 +189,21 @@ def _db_url(out: Path, db: str | None) -> str:
     if out == course.ROOT.resolve() or os.environ.get("NBGRADER_DB_URL"):
         return gradebook.course_db_url()
     return gradebook.sqlite_url(out / "gradebook.db")
+
+
+def config_command(args) -> int:
+    import json
+
+    from autograder import settings
+
+    rows = settings.describe({name: getattr(args, name, None) for name in settings.NAMES})
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+    widths = [max(len(r[k]) for r in rows) for k in ("name", "value", "source")]
+    for r in rows:
+        print(f"{r['name']:<{widths[0]}}  {r['value']:<{widths[1]}}  {r['source']:<{widths[2]}}  {r['help']}")
+    return 0
 
 
 def new_command(args) -> int:
@@ -251,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "new":
             return new_command(args)
+        if args.command == "config":
+            return config_command(args)
         if args.command == "release":
             unknown = sorted(set(args.assignments) - set(ASSIGNMENTS))
             if unknown:

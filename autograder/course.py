@@ -72,11 +72,21 @@ def find_course_root(start: Path | None = None) -> Path:
 
 
 @functools.cache
+def _discovered() -> tuple[Path, str]:
+    how = f"${COURSE_DIR_ENV} (--course-dir)" if os.environ.get(COURSE_DIR_ENV) else "found from the current folder"
+    return find_course_root(), how
+
+
 def course_root() -> Path:
     """The course root of this process, found once. The processes the harness starts get it in
     ``$AUTOGRADER_COURSE_DIR`` (:func:`autograder.nbgrader_runner.nbgrader_env`); it is not
     exported to everything else this process starts."""
-    return find_course_root()
+    return _discovered()[0]
+
+
+def course_root_source() -> str:
+    """How :func:`course_root` was found: named, or found from the current folder."""
+    return _discovered()[1]
 
 
 @dataclass(frozen=True)

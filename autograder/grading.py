@@ -1,30 +1,36 @@
 """``autograder grade``: autograde a batch of submissions with nbgrader, in parallel.
 
-Shaped like nbgrader's converters, as a list of small steps. Each submission goes through
-``SUBMISSION_STEPS`` in a worker thread, in a private course root of its own (the course's
-``nbgrader_config.py``, a copy of the template gradebook, the staged submission), where
-the real ``nbgrader autograde`` and ``nbgrader generate_feedback`` run in a process of
-its own (forked from a server that has nbgrader imported), pinned to a CPU share or a
-GPU. Then ``RECORD_STEPS`` run in the main thread, one submission at a time: grades into
-the course gradebook (see :mod:`autograder.gradebook`), files into ``--out``, a line in
-the journal, ``status.csv``. A step ends a submission early by raising :class:`Verdict`;
-any other exception is a harness fault, status ``error``.
+Shaped like nbgrader's converters, as lists of small named steps:
+
+* the batch (:func:`grade_batch`): discover the submissions (:mod:`autograder.submissions`)
+  → check the pinned parameters → prepare the gradebooks and the probes → hand each
+  submission to an executor (:mod:`autograder.executors`) → record each as it ends → export
+  ``grades.csv`` → write ``report.html`` (:mod:`autograder.report`);
+* per submission, on the executor's slot (:func:`process`, ``SUBMISSION_STEPS``): load and
+  validate it → stage a private course root (the course's ``nbgrader_config.py``, a copy of
+  the template gradebook, the staged submission) → run the real ``nbgrader autograde`` and
+  ``generate_feedback`` in a process of its own, pinned to a CPU share or a GPU → read the
+  out-of-kernel checks' record → find the cells interrupted at their timeout;
+* per finished submission, in the main thread, one at a time (``RECORD_STEPS``): its grades
+  into the course gradebook (:mod:`autograder.gradebook`), its files into ``--out``, a line in
+  the journal and ``status.csv`` (:mod:`autograder.journal`).
+
+A step ends a submission early by raising :class:`Verdict`; any other exception is a harness
+fault, status ``error``.
 
 Re-running skips what the journal says is done, unless the submission, the grading rules
-(the assignment's source, the probes, course_lib, the checking code) or the pinned
-parameters changed, or ``force`` is set. A run killed at any point (even SIGKILL) loses
+(the assignment's source and declaration, its probes, course_lib, the checking code) or the
+pinned parameters changed, or ``force`` is set. A run killed at any point (even SIGKILL) loses
 nothing: a submission counts as done only once its journal line is written, after its
 grades are in the gradebook, and recording replaces earlier grades.
 """
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
 import json
 import os
-import queue
 import shutil
 import signal
 import sys
@@ -32,8 +38,8 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from concurrent.futures import TimeoutError as WaitTimeout
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -52,24 +58,31 @@ from autograder import (
     roster,
     runtime,
     sandbox,
+    settings,
     submissions,
     trusted,
     verdicts,
 )
 from autograder.course import ASSIGNMENTS, ROOT, SOLUTIONS, parameter_names
+from autograder.executors import Executor, LocalExecutor
+from autograder.journal import (  # noqa: F401 (the journal's names, for grading's callers)
+    STATUS_COLUMNS,
+    append_journal,
+    journal_path,
+    read_journal,
+    read_status_csv,
+    write_status_csv,
+)
 from autograder.locks import exclusive_run
 from autograder.nbgrader_plugins import CELL_TIMEOUT_ENV, PARAMETERS_ENV, TRAINING_TIMEOUT_ENV
 from autograder.nbgrader_runner import nbgrader_env, run_nbgrader
 from autograder.report import write_report
+from autograder.slots import Slot, make_slots, parse_gpus  # noqa: F401 (for grading's callers)
 from autograder.worker import FEEDBACK_FAILED
 
 STATUSES = ("graded", "timeout", "crashed", "invalid", "error")
 FINAL = {"graded", "timeout", "crashed", "invalid"}  # not re-run unless something changed
-STATUS_COLUMNS = ("assignment", "student", "status", "reason", "score", "max_score", "auto_score",
-                  "auto_max_score", "needs_manual_grade", "seconds", "device", "enforcement", "graded_at")
-# how the kernel's memory and processes were limited: a cgroup, the rlimit fallback, or not at all
 ENFORCEMENTS = ("cgroup-v2", "cgroup-v1", "rlimit", "none")
-DEFAULT_TIMEOUT = 3600.0
 KERNEL_DIED = ("DeadKernelError", "Kernel died", "kernel became unresponsive", "UnresponsiveKernelError")
 # the kernel's messages could not be trusted any more (e.g. forked children writing to its sockets)
 KERNEL_CORRUPTED = ("Invalid Signature", "Duplicate Signature")
@@ -84,46 +97,6 @@ class Verdict(Exception):
         self.status, self.reason = status, reason
 
 
-# --------------------------------------------------------------------------- settings
-@dataclass(frozen=True)
-class Slot:
-    """Where one worker runs: a GPU (``GPU-<uuid>`` / ``MIG-<uuid>``, :mod:`autograder.gpus`) or the CPU, and threads."""
-
-    gpu: str | None
-    threads: int
-
-    @property
-    def device(self) -> str:
-        return f"cuda:{self.gpu}" if self.gpu is not None else "cpu"
-
-
-def parse_gpus(value: str) -> list[str]:
-    """``auto`` (all CUDA devices this process may use), ``none`` (CPU only), or indices and
-    UUIDs like ``0,1``: the devices to pin workers to, by UUID (:func:`autograder.gpus.pinning_ids`)."""
-    try:
-        return gpus.pinning_ids(value)
-    except ValueError as err:
-        raise ValueError(f"--gpus: {err}") from None
-
-
-def make_slots(workers: int | None, gpus: list[str], cpus: int | None = None) -> list[Slot]:
-    """One slot per worker. GPUs are shared out round-robin (default: a worker per GPU);
-    on CPU the default is a worker per 2 cores. CPU threads are split between workers so
-    that parallel kernels never oversubscribe the cores, and never exceed ``$OMP_NUM_THREADS``
-    where the grader's own environment sets it (a machine shared with other jobs)."""
-    if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if workers is None:
-        workers = len(gpus) if gpus else max(1, cpus // 2)
-    if workers < 1:
-        raise ValueError("--workers must be at least 1")
-    threads = max(1, cpus // workers)
-    cap = os.environ.get("OMP_NUM_THREADS", "")
-    if cap.isdigit() and int(cap) > 0:
-        threads = min(threads, int(cap))
-    return [Slot(gpus[i % len(gpus)] if gpus else None, threads) for i in range(workers)]
-
-
 @dataclass
 class GradingOptions:
     assignment: str
@@ -131,7 +104,7 @@ class GradingOptions:
     out: Path
     db_url: str
     slots: list[Slot]
-    timeout: float = DEFAULT_TIMEOUT          # wall clock per notebook
+    timeout: float = settings.default("timeout")  # wall clock per notebook
     cell_timeout: int | None = None           # nbgrader's per-cell timeout (course config otherwise)
     training_timeout: int | None = None       # the same for cells tagged "training"
     parameters: dict[str, object] = field(default_factory=dict)
@@ -310,9 +283,10 @@ SUBMISSION_STEPS: list[Callable[[Task, GradingOptions], None]] = [
 ]
 
 
-def process(task: Task, opts: GradingOptions, slots: queue.Queue) -> Task:
-    """Run the submission steps in a worker thread, holding a slot while nbgrader runs."""
-    task.slot = slots.get()
+def process(task: Task, opts: GradingOptions) -> Task:
+    """The per-submission step: ``SUBMISSION_STEPS`` in order, on the slot an executor gave the
+    task (:mod:`autograder.executors`). Never raises: a :class:`Verdict` ends the steps with
+    its status, anything else is a harness fault, status ``error``."""
     try:
         try:
             for step in SUBMISSION_STEPS:
@@ -323,8 +297,6 @@ def process(task: Task, opts: GradingOptions, slots: queue.Queue) -> Task:
     except Exception:
         task.status, task.graded = "error", False
         task.reason = f"harness fault: {traceback.format_exc().strip().splitlines()[-1]}"
-    finally:
-        slots.put(task.slot)
     return task
 
 
@@ -363,50 +335,6 @@ def collect_files(task: Task, opts: GradingOptions) -> None:
 
 
 RECORD_STEPS: list[Callable[[Task, GradingOptions], None]] = [record_gradebook, collect_files]
-
-
-# --------------------------------------------------------------------------- the journal
-def journal_path(out: Path) -> Path:
-    return out / ".autograder" / "journal.jsonl"
-
-
-def read_journal(out: Path) -> dict[tuple[str, str], dict]:
-    """The latest entry per (assignment, student); a torn last line (killed mid-write) is ignored."""
-    latest: dict[tuple[str, str], dict] = {}
-    path = journal_path(out)
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-                latest[(entry["assignment"], entry["student"])] = entry
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
-    return latest
-
-
-def append_journal(out: Path, entry: dict) -> None:
-    path = journal_path(out)
-    with open(path, "a") as fh:
-        fh.write(json.dumps(entry) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def write_status_csv(out: Path) -> Path:
-    rows = sorted(read_journal(out).values(), key=lambda e: (e["assignment"], e["student"]))
-    path = out / "status.csv"
-    tmp = path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=STATUS_COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
-    return path
-
-
-def read_status_csv(path: Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
 
 
 # --------------------------------------------------------------------------- the batch
@@ -512,11 +440,11 @@ def grade_batch(batch: list[GradingOptions]) -> BatchResult:
         label = first.assignment if len(batch) == 1 else "batch"
         scratch = (Path(tempfile.mkdtemp(prefix=f"autograder-{label}-")) if first.keep_workspaces
                    else runtime.new_folder())
-        launcher = forkserver.ForkServer(cwd=scratch).start()  # imports nbgrader while prepare runs
+        executor = LocalExecutor(first.slots, cwd=scratch)  # its fork server imports nbgrader while we prepare
         try:
-            outcomes, skipped = grade_entries(entries, scratch, launcher)
+            outcomes, skipped = grade_entries(entries, scratch, executor)
         finally:
-            launcher.close()
+            executor.close()
             write_status_csv(first.out)
             if not first.keep_workspaces:
                 runtime.remove(scratch)
@@ -546,7 +474,7 @@ def _has_training_cells(assignment: str) -> bool:
 
 
 def grade_entries(entries: list[tuple[GradingOptions, list[submissions.Submission]]], scratch: Path,
-                  launcher: forkserver.ForkServer) -> tuple[list[dict], list[str]]:
+                  executor: Executor) -> tuple[list[dict], list[str]]:
     """Grade the entries not graded yet (workspaces in ``scratch``), recording each as it
     ends; returns the outcomes and the students skipped (``assignment/student`` where the
     batch has several assignments)."""
@@ -566,19 +494,16 @@ def grade_entries(entries: list[tuple[GradingOptions, list[submissions.Submissio
                 skipped.append(sub.student if len(entries) == 1 else f"{opts.assignment}/{sub.student}")
                 continue
             workspace = scratch / f"{len(tasks):04d}-{sub.student}"[:80]
-            tasks.append((Task(sub, digest, workspace, launcher=launcher), opts))
+            tasks.append((Task(sub, digest, workspace), opts))
         maxima[opts.assignment] = gradebook.max_scores(opts.db_url, opts.assignment)
 
-    slots: queue.Queue = queue.Queue()
-    for slot in first.slots:
-        slots.put(slot)
     outcomes = []
     several = len(entries) > 1
     desc = f"grading {first.assignment}" if not several else f"grading {len(entries)} assignments"
     bar = tqdm(total=len(tasks), desc=desc, unit="submission", disable=not first.progress,
                file=sys.stderr, dynamic_ncols=True)
-    with bar, ThreadPoolExecutor(max_workers=len(first.slots), thread_name_prefix="grader") as pool:
-        running = [pool.submit(process, task, opts, slots) for task, opts in longest_first(tasks, done)]
+    with bar:
+        running = [executor.submit(process, task, opts) for task, opts in longest_first(tasks, done)]
         options = {id(task): opts for task, opts in tasks}
         for future in as_completed(running):
             task = future.result()

@@ -5,8 +5,8 @@ They act the same whether an instructor runs ``nbgrader autograde`` in the cours
 
 ``AUTOGRADER_PARAMETERS``   JSON object of parameters pinned into the locked
                             ``parameters`` cell, e.g. ``{"epochs": 2}``
-``NBGRADER_CELL_TIMEOUT``   seconds a cell may run (default 600)
-``NBGRADER_TRAINING_TIMEOUT`` seconds a cell tagged ``training`` may run (default 3600)
+``NBGRADER_CELL_TIMEOUT``   seconds a cell may run (default ``c.Autograder.cell_timeout``'s, 600)
+``NBGRADER_TRAINING_TIMEOUT`` seconds a cell tagged ``training`` may run (default 3600, likewise)
 """
 
 from __future__ import annotations
@@ -22,13 +22,14 @@ from nbformat import NotebookNode
 from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets import Dict, Integer
 
+from autograder import settings
 from autograder.course import pin_parameters
 
 PARAMETERS_ENV = "AUTOGRADER_PARAMETERS"
 CELL_TIMEOUT_ENV = "NBGRADER_CELL_TIMEOUT"
 TRAINING_TIMEOUT_ENV = "NBGRADER_TRAINING_TIMEOUT"
-DEFAULT_CELL_TIMEOUT = 600
-DEFAULT_TRAINING_TIMEOUT = 3600
+DEFAULT_CELL_TIMEOUT = settings.default("cell_timeout")  # written once, in autograder/settings.py
+DEFAULT_TRAINING_TIMEOUT = settings.default("training_timeout")
 TRAINING_TAG = "training"
 
 

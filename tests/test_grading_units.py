@@ -241,3 +241,40 @@ def test_sizes_and_limits_from_the_environment(monkeypatch):
     monkeypatch.setenv("AUTOGRADER_MAX_PROCESSES", "32")
     limits = sandbox.Limits.from_env()
     assert limits.memory == 2 * 2**30 and limits.processes == 32
+
+
+def test_the_local_executor_runs_each_step_on_a_slot_and_never_more_at_once_than_slots(tmp_path):
+    """The executor decides only where the per-submission step runs: each task gets a slot and
+    the batch's launcher, at most one task per slot at a time, a slot freed even when the
+    step raises, and close() waits for the tasks and stops the fork server."""
+    import threading
+    import time as clock
+    from types import SimpleNamespace
+
+    from autograder.executors import LocalExecutor
+
+    slots = grading.make_slots(2, [])
+    running, peak, lock = set(), [0], threading.Lock()
+
+    def step(task, opts):
+        with lock:
+            running.add(id(task.slot))
+            peak[0] = max(peak[0], len(running))
+        clock.sleep(0.05)
+        with lock:
+            running.discard(id(task.slot))
+        if task.fail:
+            raise RuntimeError("a step that raises")
+        task.done = True
+
+    tasks = [SimpleNamespace(slot=None, launcher=None, fail=i == 2, done=False) for i in range(7)]
+    executor = LocalExecutor(slots, cwd=tmp_path)
+    server = executor._launcher._proc  # started at once: it imports nbgrader while the batch prepares
+    assert server is not None and server.poll() is None
+    futures = [executor.submit(step, task, None) for task in tasks]
+    executor.close()
+    assert all(f.done() for f in futures) and peak[0] <= 2
+    assert [t.done for t in tasks] == [i != 2 for i in range(7)]
+    assert isinstance(futures[2].exception(), RuntimeError)
+    assert {t.slot for t in tasks} <= set(slots) and all(t.launcher is not None for t in tasks)
+    assert server.poll() is not None  # the fork server stopped with the executor
