@@ -41,11 +41,11 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # `autograder grade` flags override them.
 
 # Per-cell timeout while autograding (Execute.timeout, not ExecutePreprocessor.timeout, which
-# nbgrader ignores): for plain `nbgrader autograde`, NBGRADER_CELL_TIMEOUT (the harness sets it
-# from c.Autograder.cell_timeout); cells tagged "training" get NBGRADER_TRAINING_TIMEOUT.
+# nbgrader ignores): NBGRADER_CELL_TIMEOUT (the harness sets it), else c.Autograder.cell_timeout
+# above, else the default; cells tagged "training" likewise (autograder/nbgrader_plugins.py).
 from autograder.nbgrader_plugins import DEFAULT_CELL_TIMEOUT  # noqa: E402
 
-c.Execute.timeout = int(os.environ.get("NBGRADER_CELL_TIMEOUT", DEFAULT_CELL_TIMEOUT))
+c.Execute.timeout = int(os.environ.get("NBGRADER_CELL_TIMEOUT") or c.Autograder.get("cell_timeout") or DEFAULT_CELL_TIMEOUT)
 
 # Restore cells that students deleted, from the gradebook.
 c.OverwriteCells.add_missing_cells = True
@@ -61,6 +61,8 @@ from nbgrader.preprocessors import (  # noqa: E402
     OverwriteKernelspec,
 )
 
+import functools  # noqa: E402
+
 from autograder.nbgrader_plugins import (  # noqa: E402
     DeduplicateGradeIds,
     HideHiddenTests,
@@ -73,7 +75,8 @@ c.Autograde.sanitize_preprocessors = [
     RefuseLinkedFiles, ClearOutput, DeduplicateGradeIds, OverwriteKernelspec, OverwriteCells, PinParameters,
     CheckCellMetadata,
 ]
-c.Execute.timeout_func = cell_timeout
+c.Execute.timeout_func = functools.partial(cell_timeout, cell_default=c.Autograder.get("cell_timeout"),
+                                           training_default=c.Autograder.get("training_timeout"))
 
 # Student kernels run sandboxed (autograder/sandbox.py): bubblewrap without network, a
 # read-only system, only a private folder writable, an allow-listed environment,
@@ -81,9 +84,7 @@ c.Execute.timeout_func = cell_timeout
 # (trusted notebooks only). Every guarded point is decided out of the kernel and kept only
 # if that check positively succeeded (autograder/checks.py): the probes' results checked as
 # plain data (autograder/verdicts.py) and the final assignment's exported model scored in a
-# fresh sandboxed process (autograder/trusted.py).
-import functools  # noqa: E402
-
+# fresh sandboxed process (its grading.py, through autograder/trusted.py).
 from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
 from nbgrader.preprocessors import AssignLatePenalties, IgnorePattern, LimitOutput  # noqa: E402
 

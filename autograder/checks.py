@@ -64,10 +64,13 @@ def kernel_files(resources: dict, course_root: str) -> tuple[dict[str, Path], li
     assignment = resources["nbgrader"]["assignment"]
     cache = _cache(assignment, course_root)
     inputs, outputs = verdicts.probe_inputs(cache), list(verdicts.probe_outputs(cache).values())
-    scorer = trusted.scorer(assignment)
-    if scorer:
-        outputs += list(scorer.KERNEL_OUTPUTS)
-        inputs = {**inputs, **{name: Path(path) for name, path in scorer.KERNEL_INPUTS.items()}}
+    declared = trusted.declared(assignment)
+    if declared:  # the files named in its assignment.toml, of its source folder
+        from autograder import course
+
+        folder = course.assignment(assignment).folder
+        outputs += list(declared.kernel_outputs)
+        inputs = {**inputs, **{name: folder / name for name in declared.kernel_inputs}}
     return inputs, outputs
 
 
@@ -99,18 +102,22 @@ def _verify(assignment: str, nb: NotebookNode, left: dict, course_root: str) -> 
                                "reason": f"the reference it re-implements is used: {'; '.join(uses)}"[:300]}
         else:
             cells.setdefault(grade_id, {"ok": True, "reason": "", "check_failed": False})
-    scorer = trusted.scorer(assignment)  # one that cannot be loaded fails the whole check (status error)
-    if scorer:
-        decided = tuple(scorer.TRUSTED_CELLS)
+    decided = trusted.trusted_cells(assignment)
+    if decided:
         try:
-            scored, note = scorer.trusted_verdicts(nb, left, course_root)
-            if set(scored) != set(decided):
-                raise ValueError(f"the scorer decided {sorted(scored)}, not its cells {sorted(decided)}")
-            cells.update({g: {"ok": not r, "reason": r, "check_failed": False} for g, r in scored.items()})
-        except Exception as err:  # a timeout or a crash of the scorer: these cells fail closed
-            cells.update({g: _failed_check(err) for g in decided})
-            note = f"trusted scoring failed: {cells[decided[0]]['reason']}" if decided else str(err)
-        notes.append(note)
+            scored, note = trusted.scorer(assignment)(nb, left, course_root)
+            if not isinstance(scored, dict) or set(scored) != set(decided) or not all(
+                    isinstance(r, str) for r in scored.values()):
+                raise ValueError(f"the scorer must answer {{cell: '' or why not}} for {sorted(decided)}, got "
+                                 f"{scored!r}"[:200])
+            verdicts_now = {g: {"ok": r == "", "reason": r, "check_failed": False} for g, r in scored.items()}
+        except Exception as err:  # a timeout or a crash of the scorer, a bad answer: these cells fail closed
+            verdicts_now = {g: _failed_check(err) for g in decided}
+            note = f"trusted scoring failed: {verdicts_now[decided[0]]['reason']}"
+        for grade_id, verdict in verdicts_now.items():  # a cell passes only if every check of it does
+            if cells.get(grade_id, {"ok": True})["ok"]:
+                cells[grade_id] = verdict
+        notes.append(str(note))
     return cells, notes
 
 

@@ -136,6 +136,8 @@ def _settings(args):
 
 
 def grade_command(args, parser) -> int:
+    from traitlets import TraitError
+
     from autograder import gradebook, grading
     from autograder.locks import RunLocked
     from autograder.roster import RosterError
@@ -149,7 +151,7 @@ def grade_command(args, parser) -> int:
         settings, _ = _settings(args)
         grading.check_parameters(args.assignment, parameters)
         slots = grading.make_slots(settings.workers, grading.parse_gpus(settings.gpus))
-    except (ValueError, KeyError) as err:
+    except (ValueError, KeyError, TraitError) as err:  # TraitError: a bad c.Autograder value in the config
         parser.error(str(err))
     out = args.out.resolve()
     db_url = _db_url(out, args.db)
@@ -194,9 +196,15 @@ def _db_url(out: Path, db: str | None) -> str:
 def config_command(args) -> int:
     import json
 
+    from traitlets import TraitError
+
     from autograder import settings
 
-    rows = settings.describe({name: getattr(args, name, None) for name in settings.NAMES})
+    try:
+        rows = settings.describe({name: getattr(args, name, None) for name in settings.NAMES})
+    except (KeyError, TraitError) as err:  # a bad c.Autograder value in the config
+        print(f"autograder: {err}", file=sys.stderr)
+        return 2
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
@@ -276,6 +284,8 @@ def find_course(argv: list[str] | None) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     problem = find_course(argv)
     if problem:
+        if any(arg in ("-h", "--help") for arg in (sys.argv[1:] if argv is None else argv)):
+            print(__doc__)  # the commands, though there is no course here to list assignments of
         print(f"autograder: {problem}", file=sys.stderr)
         return 2
     parser = _parser()

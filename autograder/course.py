@@ -9,10 +9,10 @@ they see the same course wherever their working folder is.
 
 Each assignment declares itself next to its source notebook, in
 ``solutions/<assignment>/assignment.toml`` (:class:`Assignment`): its notebook, its small
-setting, its grading timeouts and what each bundled example must score. With the small
-setting notebooks 01-03 run in well under a minute each and 04 in about 2 minutes on two CPU
-cores (CI, the tests and quick grading use it); the defaults in each notebook's
-``parameters`` cell give the full experience.
+setting (what CI, the tests and quick grading pin; the defaults of the notebook's
+``parameters`` cell give the full experience), its grading timeouts, the cells a trusted
+scorer decides and what each bundled example must score; and, where it needs code, its
+``grading.py`` (:func:`grading_module`: its probes, its trusted scorer).
 
 Module attributes that depend on the course (``ROOT``, ``SOLUTIONS``, ``NOTEBOOKS``,
 ``ASSIGNMENTS``, ``SMALL_PARAMETERS``) are computed on first use.
@@ -110,6 +110,17 @@ class Expectation:
 
 
 @dataclass(frozen=True)
+class Trusted:
+    """Cells decided out of the kernel by the assignment's trusted scorer (``trusted_verdicts`` in
+    its ``grading.py``, :mod:`autograder.trusted`): the cells, the files the kernel must leave
+    for it, and the files of the assignment's folder staged beside the notebook."""
+
+    cells: tuple[str, ...]
+    kernel_outputs: tuple[str, ...]
+    kernel_inputs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Assignment:
     """One assignment, as its ``solutions/<name>/assignment.toml`` declares it."""
 
@@ -119,6 +130,7 @@ class Assignment:
     small: dict[str, object]          # the small setting: parameter -> value
     timeouts: Timeouts
     examples: dict[str, Expectation] = field(default_factory=dict)
+    trusted: Trusted | None = None
 
     @property
     def source(self) -> Path:
@@ -146,7 +158,7 @@ def load_declaration(folder: Path) -> Assignment:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise BadDeclaration(f"{where}: {err}") from None
-    unknown = sorted(set(data) - {"notebook", "small", "timeouts", "examples"})
+    unknown = sorted(set(data) - {"notebook", "small", "timeouts", "examples", "trusted"})
     if unknown:
         raise BadDeclaration(f"{where}: unknown key(s) {', '.join(unknown)}")
     notebook = _required(data, "notebook", str, where)
@@ -156,18 +168,48 @@ def load_declaration(folder: Path) -> Assignment:
     times = _required(data, "timeouts", dict, where)
     cell, training, notebook_limit = (_required(times, key, (int, float), f"{where} [timeouts]")
                                       for key in ("cell", "training", "notebook"))
+    if min(cell, training, notebook_limit) <= 0:
+        raise BadDeclaration(f"{where} [timeouts]: every timeout must be a positive number of seconds")
     examples = {}
     for kind, spec in _required(data, "examples", dict, where).items() if "examples" in data else ():
         if not isinstance(spec, dict):
             raise BadDeclaration(f"{where} [examples]: {kind} must be {{ status = ..., share = [low, high] }}")
         status = _required(spec, "status", str, f"{where} [examples.{kind}]")
         share = _required(spec, "share", list, f"{where} [examples.{kind}]")
-        if status not in EXAMPLE_STATUSES or len(share) != 2 or not 0 <= share[0] <= share[1] <= 1:
+        numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in share)
+        if status not in EXAMPLE_STATUSES or len(share) != 2 or not numbers or not 0 <= share[0] <= share[1] <= 1:
             raise BadDeclaration(f"{where} [examples.{kind}]: status one of {EXAMPLE_STATUSES} and share "
                                  f"[low, high] within 0..1, got {spec!r}")
         examples[kind] = Expectation(status, float(share[0]), float(share[1]))
     timeouts = Timeouts(int(cell), int(training), float(notebook_limit))
-    return Assignment(folder.name, folder, notebook, dict(small), timeouts, examples)
+    return Assignment(folder.name, folder, notebook, dict(small), timeouts, examples,
+                      _trusted(data["trusted"], folder, f"{where} [trusted]") if "trusted" in data else None)
+
+
+def _names(table: dict, key: str, where: str, required: bool = True) -> tuple[str, ...]:
+    if key not in table and not required:
+        return ()
+    names = _required(table, key, list, where)
+    if not names and required or not all(isinstance(n, str) and n and "/" not in n and n not in (".", "..")
+                                         for n in names):
+        raise BadDeclaration(f"{where}: {key} must be a list of names (no folders), got {names!r}")
+    return tuple(names)
+
+
+def _trusted(table, folder: Path, where: str) -> Trusted:
+    if not isinstance(table, dict):
+        raise BadDeclaration(f"{where}: must be a table (cells, kernel_outputs, kernel_inputs)")
+    unknown = sorted(set(table) - {"cells", "kernel_outputs", "kernel_inputs"})
+    if unknown:
+        raise BadDeclaration(f"{where}: unknown key(s) {', '.join(unknown)}")
+    declared = Trusted(_names(table, "cells", where), _names(table, "kernel_outputs", where),
+                       _names(table, "kernel_inputs", where, required=False))
+    missing = [n for n in declared.kernel_inputs if not (folder / n).is_file() or (folder / n).is_symlink()]
+    if missing:
+        raise BadDeclaration(f"{where}: kernel_inputs {missing} are not files of {folder}")
+    if not (folder / GRADING_MODULE).is_file():
+        raise BadDeclaration(f"{where}: trusted cells need a {GRADING_MODULE} with trusted_verdicts beside it")
+    return declared
 
 
 @functools.cache
@@ -207,10 +249,42 @@ def grading_module(name: str):
     return module
 
 
+PROBE_CALL = re.compile(r"""answer_probes\(\s*(['"])(?P<grade_id>[^'"]+)\1""")
+
+
+def probed_in_source(folder: Path) -> set[str]:
+    """The grade ids the source notebooks' hidden tests answer probes for (``answer_probes("id", ...)``)."""
+    import nbformat
+
+    found = set()
+    for path in sorted(folder.glob("*.ipynb")):
+        for cell in nbformat.read(path, as_version=4).cells:
+            if cell.cell_type == "code":
+                found.update(m["grade_id"] for m in PROBE_CALL.finditer(cell.source))
+    return found
+
+
 def probes(name: str) -> dict:
-    """``{grade_id: Probe}``: the probes the assignment's ``grading.py`` declares (none without one)."""
+    """``{grade_id: Probe}``: the probes the assignment's ``grading.py`` declares. Refused
+    (:class:`BadDeclaration`, so no check passes) where a hidden test of the source answers a
+    probe that is not declared: its answers would go unchecked and the kernel's verdict stand;
+    where ``grading.py`` has no ``PROBES``; and where a probe guards a trusted cell."""
+    declared = assignments().get(name)
+    folder = declared.folder if declared else course_root() / SOURCE_FOLDER / name
     module = grading_module(name)
-    return dict(getattr(module, "PROBES", {})) if module else {}
+    found = getattr(module, "PROBES", None) if module else {}
+    if not isinstance(found, dict):
+        raise BadDeclaration(f"{folder / GRADING_MODULE}: PROBES must be a dict {{grade id: Probe}}, got {found!r}"[:300])
+    asked = probed_in_source(folder) if folder.is_dir() else set()
+    missing = sorted(asked - set(found))
+    if missing:
+        where = folder / GRADING_MODULE if module else f"{folder} (no {GRADING_MODULE})"
+        raise BadDeclaration(f"{where}: the hidden tests answer probes {', '.join(missing)}, which PROBES does not "
+                             "declare: their answers could not be checked")
+    overlap = sorted(set(found) & set(declared.trusted.cells if declared and declared.trusted else ()))
+    if overlap:
+        raise BadDeclaration(f"{folder / DECLARATION}: {', '.join(overlap)} both probed and trusted-scored")
+    return dict(found)
 
 
 def grading_files() -> list[Path]:

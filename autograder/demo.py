@@ -29,13 +29,18 @@ def check_expectations(rows: list[dict]) -> list[str]:
     """Rows whose status or share of autograded points is not what the assignment's declaration
     (``[examples]`` of its ``assignment.toml``) says the example must get."""
     wrong = []
+    for assignment in sorted({row["assignment"] for row in rows}):  # a declared example that was not graded
+        graded = {row["student"] for row in rows if row["assignment"] == assignment}
+        wrong += [f"{assignment}/{kind}: declared in its assignment.toml, not graded"
+                  for kind in sorted(set(course.assignment(assignment).examples) - graded)]
     for row in rows:
         expected = course.assignment(row["assignment"]).examples.get(row["student"])
         if expected is None:
             wrong.append(f"{row['assignment']}/{row['student']}: {row['status']}, but its assignment.toml declares "
                          "nothing for this example")
             continue
-        share = float(row["auto_score"]) / float(row["auto_max_score"])
+        maximum = float(row["auto_max_score"])
+        share = float(row["auto_score"]) / maximum if maximum else 0.0
         if row["status"] != expected.status or not expected.low - 1e-9 <= share <= expected.high + 1e-9:
             wrong.append(f"{row['assignment']}/{row['student']}: {row['status']} with {share:.0%} of the autograded "
                          f"points, expected {expected.status} with {expected.low:.0%}-{expected.high:.0%} "

@@ -5,8 +5,8 @@ They act the same whether an instructor runs ``nbgrader autograde`` in the cours
 
 ``AUTOGRADER_PARAMETERS``   JSON object of parameters pinned into the locked
                             ``parameters`` cell, e.g. ``{"epochs": 2}``
-``NBGRADER_CELL_TIMEOUT``   seconds a cell may run (default ``c.Autograder.cell_timeout``'s, 600)
-``NBGRADER_TRAINING_TIMEOUT`` seconds a cell tagged ``training`` may run (default 3600, likewise)
+``NBGRADER_CELL_TIMEOUT``   seconds a cell may run (else ``c.Autograder.cell_timeout`` of the course config, 600)
+``NBGRADER_TRAINING_TIMEOUT`` seconds a cell tagged ``training`` may run (else ``c.Autograder.training_timeout``, 3600)
 """
 
 from __future__ import annotations
@@ -41,16 +41,18 @@ def _env_seconds(name: str, default: int) -> int:
         raise ValueError(f"{name}={value!r} is not a number of seconds") from err
 
 
-def cell_timeout(cell) -> int:
+def cell_timeout(cell, cell_default: int | None = None, training_default: int | None = None) -> int:
     """Seconds nbgrader waits for ``cell`` (``Execute.timeout_func``): training cells,
     tagged ``training``, get a budget of their own; every other cell the default. Only a
     locked cell of the assignment counts (nbgrader restored its source; a tag alone is the
-    student's metadata and buys no time)."""
+    student's metadata and buys no time). The environment (set by ``autograder grade``) wins,
+    then the course config's ``c.Autograder`` values (``*_default``, for plain ``nbgrader
+    autograde``), then the defaults of :mod:`autograder.settings`."""
     meta = cell.get("metadata", {})
     locked = meta.get("nbgrader", {}).get("locked") and meta.get("nbgrader", {}).get("grade_id")
     if locked and TRAINING_TAG in meta.get("tags", []):
-        return _env_seconds(TRAINING_TIMEOUT_ENV, DEFAULT_TRAINING_TIMEOUT)
-    return _env_seconds(CELL_TIMEOUT_ENV, DEFAULT_CELL_TIMEOUT)
+        return _env_seconds(TRAINING_TIMEOUT_ENV, training_default or DEFAULT_TRAINING_TIMEOUT)
+    return _env_seconds(CELL_TIMEOUT_ENV, cell_default or DEFAULT_CELL_TIMEOUT)
 
 
 def pinned_parameters() -> dict[str, object]:

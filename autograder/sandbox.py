@@ -257,9 +257,12 @@ def confine(cmd: list[str], cwd: str, writable: list[str], env: dict[str, str], 
 
 
 def grader_folders() -> list[str]:
-    """Folders of the grader's that no kernel may see: the course root nbgrader runs in, its
-    secrets, the probe cache, the runtime root of all kernels' folders."""
+    """Folders of the grader's that no kernel may see: the course root nbgrader runs in and the
+    course being graded (its solutions and grader code), its secrets, the probe cache, the
+    runtime root of all kernels' folders."""
     folders = [os.getcwd(), str(runtime.root())]
+    if os.environ.get("AUTOGRADER_COURSE_DIR"):  # autograder.course.COURSE_DIR_ENV
+        folders.append(os.environ["AUTOGRADER_COURSE_DIR"])
     for name in ("AUTOGRADER_SECRETS", "AUTOGRADER_PROBE_CACHE"):
         if os.environ.get(name):
             folders.append(os.path.dirname(os.environ[name]) if name == "AUTOGRADER_SECRETS" else os.environ[name])

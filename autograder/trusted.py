@@ -2,21 +2,14 @@
 
 Some graded cells cannot be decided by a test that runs in the student's kernel (the kernel
 can fool anything that runs there), nor by a probe (a trained model is not an answer to a
-fixed input). An assignment whose ``grading.py`` (:func:`autograder.course.grading_module`)
-defines the four names below has such cells decided out of the kernel, by
-:mod:`autograder.checks`, so plain ``nbgrader autograde`` and ``autograder grade`` both use
-them:
-
-``TRUSTED_CELLS``
-    the grade ids whose points only the trusted scorer gives;
-``KERNEL_OUTPUTS``
-    the files the kernel must leave for it (read back by the sandbox: regular files of bounded
-    size, never followed links);
-``KERNEL_INPUTS``
-    ``{name: path}`` of files staged beside the notebook (what the notebook may show);
-``trusted_verdicts(nb, left_files, course_root)``
-    ``({grade id: '' if it passes, else why not}, one-line note)``; raising fails those cells
-    closed.
+fixed input). An assignment declares such cells in the ``[trusted]`` table of its
+``assignment.toml`` (:class:`autograder.course.Trusted`: the cells, the files the kernel must
+leave for the scorer, the files of its folder staged beside the notebook) and scores them with
+``trusted_verdicts(nb, left_files, course_root)`` in its ``grading.py``, which returns
+``({grade id: '' if it passes, else why not}, one-line note)`` for exactly those cells;
+raising, or answering anything else, fails them closed. :mod:`autograder.checks` calls it, so
+plain ``nbgrader autograde`` and ``autograder grade`` both use it; ``grading.py`` is imported
+only then (the declaration says which cells are guarded without running any code).
 
 This module holds what such scorers share: :func:`run_scorer` runs a script in a fresh Python
 inside the sandbox, under the kernels' limits, on private copies of the files it scores;
@@ -32,31 +25,35 @@ import os
 import subprocess
 import sys
 
-TRUSTED_NAMES = ("TRUSTED_CELLS", "KERNEL_OUTPUTS", "KERNEL_INPUTS", "trusted_verdicts")
 RESULT_FILE, MAX_RESULT_BYTES = "result.json", 2**16
 
 
-def scorer(assignment: str):
-    """The assignment's grading module if it scores cells out of the kernel, else None. A
-    module that defines some of :data:`TRUSTED_NAMES` but not all is refused: its cells would
-    be left to the kernel."""
+def declared(assignment: str):
+    """The assignment's :class:`autograder.course.Trusted` declaration, or None."""
     from autograder import course
 
-    module = course.grading_module(assignment)
-    if module is None:
-        return None
-    present = [name for name in TRUSTED_NAMES if hasattr(module, name)]
-    if not present:
-        return None
-    if len(present) != len(TRUSTED_NAMES):
-        missing = sorted(set(TRUSTED_NAMES) - set(present))
-        raise AttributeError(f"{module.__file__} scores cells out of the kernel but lacks {', '.join(missing)}")
-    return module
+    found = course.assignments().get(assignment)
+    return found.trusted if found else None
 
 
 def trusted_cells(assignment: str) -> tuple[str, ...]:
-    module = scorer(assignment)
-    return tuple(module.TRUSTED_CELLS) if module else ()
+    found = declared(assignment)
+    return found.cells if found else ()
+
+
+def scorer(assignment: str):
+    """The assignment's ``trusted_verdicts`` (None where it declares no trusted cells); an
+    assignment that declares them without the function is refused."""
+    from autograder import course
+
+    if not declared(assignment):
+        return None
+    module = course.grading_module(assignment)
+    verdicts = getattr(module, "trusted_verdicts", None)
+    if not callable(verdicts):
+        raise AttributeError(f"{assignment}: its assignment.toml declares trusted cells, its grading.py has no "
+                             "trusted_verdicts(nb, left_files, course_root)")
+    return verdicts
 
 
 def run_scorer(script: str, args: list[str], files: dict[str, bytes], timeout: float) -> dict:

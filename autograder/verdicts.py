@@ -91,12 +91,17 @@ def cache_root(course_root: str | Path) -> Path:
 
 def probe_cache(assignment: str, root: Path, salt: int = 0) -> Path:
     """The folder with the inputs and expected answers of the assignment's probes, made on
-    first use (atomically: parallel graders may race to make it)."""
-    tag = hashlib.sha256(f"{answers_version()} {salt}".encode()).hexdigest()[:16]
-    folder = Path(root) / f"{assignment}-{tag}"
+    first use (atomically: parallel graders may race to make it). Its name covers the source
+    notebooks too: a hidden test that starts answering a probe makes a new cache, whose making
+    checks that the probe is declared (:func:`autograder.course.probes`)."""
+    from autograder import course  # the assignment's grading.py imports torch and course_lib: only below
+
+    digest = hashlib.sha256(f"{answers_version()} {salt}".encode())
+    for path in sorted((course.course_root() / course.SOURCE_FOLDER / assignment).glob("*.ipynb")):
+        digest.update(path.read_bytes())
+    folder = Path(root) / f"{assignment}-{digest.hexdigest()[:16]}"
     if (folder / MANIFEST).is_file():
         return folder
-    from autograder import course  # the assignment's grading.py imports torch and course_lib: only now
 
     probes = course.probes(assignment)
     folder.parent.mkdir(parents=True, exist_ok=True)

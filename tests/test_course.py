@@ -115,3 +115,28 @@ def test_the_command_line_takes_course_dir_and_says_when_there_is_no_course(tmp_
                  ["grade", "02_resnet_fpn", "x", "--course-dir", str(copy)]):
         done = subprocess.run([*cli, *args], cwd=tmp_path, capture_output=True, text=True, env=env)
         assert done.returncode == 2 and "unknown assignment '02_resnet_fpn'" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t: t.replace('kernel_inputs = ["calibration.json"]', 'kernel_inputs = ["../../nbgrader_config.py"]'),
+     "list of names"),
+    (lambda t: t.replace('kernel_inputs = ["calibration.json"]', 'kernel_inputs = ["missing.json"]'), "are not files"),
+    (lambda t: t.replace('cells = ["test_hidden_miou_1", ', 'cells = [1, '), "list of names"),
+    (lambda t: t.replace("kernel_outputs = [", "outputs = ["), "unknown key"),
+    (lambda t: t.replace("cell = 30", "cell = 0"), "positive"),
+    (lambda t: t.replace("share = [1.0, 1.0]", 'share = ["all", 1.0]'), "examples.complete"),
+])
+def test_a_bad_trusted_table_or_value_names_its_file(tmp_path, edit, message):
+    folder = _course_copy(tmp_path) / "solutions" / "04_segmentation_assignment"
+    toml = folder / "assignment.toml"
+    toml.write_text(edit(toml.read_text()))
+    with pytest.raises(course.BadDeclaration, match=message):
+        course.load_declaration(folder)
+
+
+def test_the_final_assignment_declares_its_trusted_cells_and_files():
+    final = course.load_declaration(ROOT / "solutions" / "04_segmentation_assignment")
+    assert final.trusted.cells == ("test_hidden_miou_1", "test_hidden_miou_2", "test_hidden_miou_3")
+    assert final.trusted.kernel_outputs == ("submission_model.pt",) and final.trusted.kernel_inputs == ("calibration.json",)
+    assert all(course.load_declaration(ROOT / "solutions" / a).trusted is None
+               for a in ("01_pyramids_vs_fpn", "02_resnet_fpn", "03_dice_iou"))

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -10,8 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from autograder import checks, course, grading, verdicts
-from autograder.course import ASSIGNMENTS, SMALL_PARAMETERS, solution_path
+from autograder import checks, course, grading, trusted, verdicts
+from autograder.course import ASSIGNMENTS, ROOT, SMALL_PARAMETERS, solution_path
 from autograder.examples import completed
 from autograder.gradebook import sqlite_url
 from course_lib import probes as kernel_probes
@@ -247,7 +251,7 @@ def test_every_autograded_point_is_decided_out_of_the_kernel():
     for assignment in ASSIGNMENTS:
         cells = {c.metadata["nbgrader"]["grade_id"]: c.source for c in nbformat.read(solution_path(assignment), as_version=4).cells
                  if c.cell_type == "code" and c.metadata.get("nbgrader", {}).get("grade")}
-        trusted_cells = set(final.GRADE_CELLS) if assignment == final.ASSIGNMENT else set()
+        trusted_cells = set(trusted.trusted_cells(assignment))  # as its assignment.toml declares them
         assert set(cells) == set(PROBES[assignment]) | trusted_cells, assignment
         for grade_id in PROBES[assignment]:
             hidden = cells[grade_id].split("### BEGIN HIDDEN TESTS")[1]
@@ -283,3 +287,38 @@ def test_the_largest_model_the_scorer_accepts_fits_the_files_a_kernel_may_leave(
             model = build_model(config)
         size = 4 * sum(t.numel() for t in [*model.parameters(), *model.buffers()])  # float32
         assert size < 0.9 * min(sandbox.MAX_LEFT_FILE, sandbox.Limits().file_size), (backbone, size)
+
+
+def test_a_trusted_scorer_that_answers_other_cells_or_no_reasons_fails_them_closed(monkeypatch, tmp_path):
+    """The scorer must answer {cell: '' or why not} for exactly its declared cells; anything else
+    fails those cells closed, and its pass never overrules another check of the same cell."""
+    nb = nbformat.read(solution_path("03_dice_iou"), as_version=4)
+    monkeypatch.setattr(trusted, "trusted_cells", lambda assignment: ("test_x", "test_y"))
+    for answer in ({"test_x": ""}, {"test_x": "", "test_y": None}, {"test_x": "", "test_y": "", "test_z": ""}, ["test_x"]):
+        monkeypatch.setattr(trusted, "scorer", lambda assignment, a=answer: (lambda nb, left, root: (a, "note")))
+        cells, notes = checks._verify("03_dice_iou", nb, {}, str(tmp_path))
+        assert cells["test_x"]["check_failed"] and cells["test_y"]["check_failed"], answer
+        assert not cells["test_x"]["ok"] and "trusted scoring failed" in notes[-1]
+    monkeypatch.setattr(trusted, "trusted_cells", lambda assignment: ("test_dice_score",))
+    monkeypatch.setattr(trusted, "scorer", lambda assignment: (lambda nb, left, root: ({"test_dice_score": ""}, "ok")))
+    cells, _ = checks._verify("03_dice_iou", nb, {}, str(tmp_path))
+    assert cells["test_dice_score"]["ok"] is False  # its probe left no results: the trusted pass does not overrule it
+
+
+def test_a_hidden_test_answering_an_undeclared_probe_is_refused(tmp_path):
+    """A probe the source's hidden tests answer but grading.py does not declare would go
+    unchecked (the kernel's verdict would stand): the course refuses to make its cache."""
+    copy = tmp_path / "course"
+    shutil.copytree(ROOT / "solutions", copy / "solutions")
+    shutil.copy(ROOT / "nbgrader_config.py", copy / "nbgrader_config.py")
+    module = copy / "solutions" / "03_dice_iou" / "grading.py"
+    text = module.read_text()
+    module.write_text(text.replace('    "test_iou_score": Probe(', '    "test_iou_scor": Probe('))
+    env = {k: v for k, v in os.environ.items() if k != course.COURSE_DIR_ENV}
+    done = subprocess.run([sys.executable, "-c", "from autograder import course; course.probes('03_dice_iou')"],
+                          cwd=copy, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode != 0 and "BadDeclaration" in done.stderr and "test_iou_score" in done.stderr, done.stderr
+    module.write_text(text.replace("PROBES: dict[str, Probe] = {", "PROBE: dict[str, Probe] = {"))
+    done = subprocess.run([sys.executable, "-c", "from autograder import course; course.probes('03_dice_iou')"],
+                          cwd=copy, capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode != 0 and "PROBES must be a dict" in done.stderr, done.stderr  # a misspelt PROBES

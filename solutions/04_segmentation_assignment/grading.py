@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from autograder import course_secrets, trusted
+from autograder import course, course_secrets, trusted
 from autograder.probes import Arrays, Probe, as_cases, as_numpy, as_tensor
 from course_lib.probes import case_tensors
 
@@ -110,23 +110,20 @@ PROBES: dict[str, Probe] = {
 
 # --------------------------------------------------------------------------- trusted scoring of the trained model
 ASSIGNMENT = Path(__file__).resolve().parent.name
-MODEL_FILE = "submission_model.pt"
-HIDDEN_SIZE, NUM_CLASSES = 200, 5
+# The cells, the export and the thresholds file are declared in [trusted] of assignment.toml.
+_DECLARED = course.load_declaration(Path(__file__).resolve().parent).trusted
+GRADE_CELLS = _DECLARED.cells
+MODEL_FILE = _DECLARED.kernel_outputs[0]
 # The graded mIoU thresholds of each budget, calibrated from seeds of the reference
 # (benchmarks/calibrate_thresholds.py): a versioned file of the assignment, which the
 # notebook shows and the grader and the tests read.
-CALIBRATION_FILE = Path(__file__).resolve().parent / "calibration.json"
+CALIBRATION_FILE = Path(__file__).resolve().parent / _DECLARED.kernel_inputs[0]
+HIDDEN_SIZE, NUM_CLASSES = 200, 5
 BUDGETS = ("small", "full")
-GRADE_CELLS = ("test_hidden_miou_1", "test_hidden_miou_2", "test_hidden_miou_3")
 ALLOWED_CONFIG = {"arch": {"fpn", "single_scale"}, "num_classes": {NUM_CLASSES}, "backbone": {"resnet18", "resnet34", "resnet50"}}
 MAX_CHANNELS = 512
 MAX_IMAGE_SIZE = 512
 TIMEOUT = 600
-
-# what autograder.trusted asks of a scorer
-TRUSTED_CELLS = GRADE_CELLS
-KERNEL_OUTPUTS = (MODEL_FILE,)
-KERNEL_INPUTS = {CALIBRATION_FILE.name: CALIBRATION_FILE}  # the notebook shows it
 
 # Runs in the sandbox: only course_lib and torch, reading the copied export, writing result.json.
 # Float32 throughout (amp=False): a score near a threshold must not depend on which CPU or
