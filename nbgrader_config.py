@@ -9,6 +9,7 @@ Run nbgrader from this folder, e.g. ``nbgrader generate_assignment 03_dice_iou -
 or ``nbgrader autograde 03_dice_iou``.
 """
 
+import functools
 import os
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -43,7 +44,14 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 # Per-cell timeout while autograding (Execute.timeout, not ExecutePreprocessor.timeout, which
 # nbgrader ignores): NBGRADER_CELL_TIMEOUT (the harness sets it), else c.Autograder.cell_timeout
 # above, else the default; cells tagged "training" likewise (autograder/nbgrader_plugins.py).
-from autograder.nbgrader_plugins import DEFAULT_CELL_TIMEOUT  # noqa: E402
+from autograder.nbgrader_plugins import (  # noqa: E402
+    DEFAULT_CELL_TIMEOUT,
+    DeduplicateGradeIds,
+    HideHiddenTests,
+    PinParameters,
+    RefuseLinkedFiles,
+    cell_timeout,
+)
 
 c.Execute.timeout = int(os.environ.get("NBGRADER_CELL_TIMEOUT") or c.Autograder.get("cell_timeout") or DEFAULT_CELL_TIMEOUT)
 
@@ -59,16 +67,6 @@ from nbgrader.preprocessors import (  # noqa: E402
     ClearOutput,
     OverwriteCells,
     OverwriteKernelspec,
-)
-
-import functools  # noqa: E402
-
-from autograder.nbgrader_plugins import (  # noqa: E402
-    DeduplicateGradeIds,
-    HideHiddenTests,
-    PinParameters,
-    RefuseLinkedFiles,
-    cell_timeout,
 )
 
 c.Autograde.sanitize_preprocessors = [

@@ -120,11 +120,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _setting_flags(parser: argparse.ArgumentParser) -> None:
     """A flag per setting of autograder/settings.py (default: the course's nbgrader_config.py, else its default)."""
-    from autograder.settings import Autograder
+    from traitlets import Float, Integer
 
-    kinds = {"workers": int, "gpus": str, "timeout": float, "cell_timeout": int, "training_timeout": int}
-    for name, kind in kinds.items():
+    from autograder.settings import NAMES, Autograder
+
+    for name in NAMES:
         trait = Autograder.class_traits()[name]
+        kind = int if isinstance(trait, Integer) else float if isinstance(trait, Float) else str
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
                             help=f"{trait.help} (c.Autograder.{name}; default {trait.default_value!r})")
 

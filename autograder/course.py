@@ -38,7 +38,7 @@ CONFIG_FILE = "nbgrader_config.py"
 SOURCE_FOLDER, RELEASE_FOLDER = "solutions", "notebooks"  # nbgrader's source and release folders
 DECLARATION = "assignment.toml"
 GRADING_MODULE = "grading.py"  # the assignment's grader code, where it needs any (probes, trusted scoring)
-EXAMPLE_STATUSES = ("graded", "timeout", "crashed", "invalid", "error")
+STATUSES = ("graded", "timeout", "crashed", "invalid", "error")  # what grading a submission ends with
 
 
 class CourseNotFound(RuntimeError):
@@ -177,8 +177,8 @@ def load_declaration(folder: Path) -> Assignment:
         status = _required(spec, "status", str, f"{where} [examples.{kind}]")
         share = _required(spec, "share", list, f"{where} [examples.{kind}]")
         numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in share)
-        if status not in EXAMPLE_STATUSES or len(share) != 2 or not numbers or not 0 <= share[0] <= share[1] <= 1:
-            raise BadDeclaration(f"{where} [examples.{kind}]: status one of {EXAMPLE_STATUSES} and share "
+        if status not in STATUSES or len(share) != 2 or not numbers or not 0 <= share[0] <= share[1] <= 1:
+            raise BadDeclaration(f"{where} [examples.{kind}]: status one of {STATUSES} and share "
                                  f"[low, high] within 0..1, got {spec!r}")
         examples[kind] = Expectation(status, float(share[0]), float(share[1]))
     timeouts = Timeouts(int(cell), int(training), float(notebook_limit))
@@ -310,6 +310,14 @@ def __getattr__(name: str):
 
 def solution_path(assignment_name: str) -> Path:
     return assignment(assignment_name).source
+
+
+@functools.lru_cache(maxsize=16)
+def source_notebook(assignment_name: str):
+    """The instructor's source notebook, read once per process (callers only read it)."""
+    import nbformat
+
+    return nbformat.read(solution_path(assignment_name), as_version=4)
 
 
 def student_path(assignment_name: str) -> Path:

@@ -27,7 +27,6 @@ grades are in the gradebook, and recording replaces earlier grades.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -63,7 +62,7 @@ from autograder import (
     trusted,
     verdicts,
 )
-from autograder.course import ASSIGNMENTS, ROOT, SOLUTIONS, parameter_names
+from autograder.course import ASSIGNMENTS, ROOT, SOLUTIONS, STATUSES, parameter_names, source_notebook
 from autograder.executors import Executor, LocalExecutor
 from autograder.journal import (  # noqa: F401 (the journal's names, for grading's callers)
     STATUS_COLUMNS,
@@ -80,7 +79,6 @@ from autograder.report import write_report
 from autograder.slots import Slot, make_slots, parse_gpus  # noqa: F401 (for grading's callers)
 from autograder.worker import FEEDBACK_FAILED
 
-STATUSES = ("graded", "timeout", "crashed", "invalid", "error")
 FINAL = {"graded", "timeout", "crashed", "invalid"}  # not re-run unless something changed
 ENFORCEMENTS = ("cgroup-v2", "cgroup-v1", "rlimit", "none")
 KERNEL_DIED = ("DeadKernelError", "Kernel died", "kernel became unresponsive", "UnresponsiveKernelError")
@@ -358,9 +356,8 @@ def rules_digest(source: str, course_root: Path = ROOT) -> str:
     return digest.hexdigest()
 
 
-@functools.lru_cache(maxsize=32)
-def _parameter_names(assignment: str) -> tuple[str, ...]:
-    return tuple(parameter_names(nbformat.read(SOLUTIONS / assignment / ASSIGNMENTS[assignment], as_version=4)))
+def _parameter_names(assignment: str) -> list[str]:
+    return parameter_names(source_notebook(assignment))
 
 
 def check_parameters(assignment: str, parameters: dict[str, object]) -> None:
@@ -469,7 +466,7 @@ def longest_first(tasks: list[tuple[Task, GradingOptions]], journal: dict) -> li
 
 
 def _has_training_cells(assignment: str) -> bool:
-    nb = nbformat.read(SOLUTIONS / assignment / ASSIGNMENTS[assignment], as_version=4)
+    nb = source_notebook(assignment)
     return any(nbgrader_plugins.TRAINING_TAG in cell.metadata.get("tags", []) for cell in nb.cells)
 
 

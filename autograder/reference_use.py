@@ -28,9 +28,7 @@ import ast
 import functools
 import re
 
-import nbformat
-
-from autograder.course import solution_path
+from autograder.course import source_notebook
 
 METADATA_KEY = "course"
 DYNAMIC_BUILTINS = frozenset({"eval", "exec", "compile", "__import__", "importlib", "globals", "locals", "vars",
@@ -42,15 +40,9 @@ UNREADABLE_MAGICS = ("%run", "%load", "%%bash", "%%sh", "%%script", "%%writefile
 
 
 @functools.lru_cache(maxsize=8)
-def _source_notebook(assignment: str):
-    """The instructor's source notebook, read once per process (callers only read it)."""
-    return nbformat.read(solution_path(assignment), as_version=4)
-
-
-@functools.lru_cache(maxsize=8)
 def forbidden_references(assignment: str) -> dict[str, tuple[str, ...]]:
     """{test cell grade id: the references its exercise must not use}, from the source notebook."""
-    nb = _source_notebook(assignment)
+    nb = source_notebook(assignment)
     found = {}
     for cell in nb.cells:
         names = cell.get("metadata", {}).get(METADATA_KEY, {}).get("must_not_use")
@@ -73,7 +65,7 @@ def _normalized(source: str) -> str:
 def locked_sources(assignment: str) -> dict[str, frozenset[str]]:
     """{normalised source: grade ids} of the source's locked cells, each as nbgrader restores it
     and as the student version shows it (hidden tests cut)."""
-    nb = _source_notebook(assignment)
+    nb = source_notebook(assignment)
     sources: dict[str, set[str]] = {}
     for cell in nb.cells:
         meta = cell.get("metadata", {}).get("nbgrader", {})
@@ -123,7 +115,7 @@ def source_aliases(assignment: str, references: tuple[str, ...]) -> frozenset[st
     (``_CombinedLoss``, ``_losses``), and the private names its test cells define (``_reference_step``,
     ``_answer_probes``): a student cell naming them reaches the reference or the tests' machinery."""
     modules = {ref.rsplit(".", 1)[0] for ref in references if "." in ref}
-    nb = _source_notebook(assignment)
+    nb = source_notebook(assignment)
     aliases = set()
     for cell in nb.cells:
         if cell.cell_type != "code" or not cell.get("metadata", {}).get("nbgrader", {}).get("locked"):
@@ -181,7 +173,7 @@ def reference_uses(nb, assignment: str, references: tuple[str, ...]) -> list[str
 @functools.lru_cache(maxsize=8)
 def _locked_order(assignment: str) -> tuple[str, ...]:
     """Grade ids of the source's locked cells (demo and test cells), in the source's order."""
-    nb = _source_notebook(assignment)
+    nb = source_notebook(assignment)
     return tuple(c.metadata["nbgrader"]["grade_id"] for c in nb.cells if c.get("metadata", {}).get("nbgrader", {}).get("locked"))
 
 
