@@ -62,7 +62,7 @@ browser:
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python tools/install.py -e '.[dev]'  # uv with pip's settings, else pip (tools/install.py)
 	@touch $(STAMP)
 
 demo: $(STAMP) sandbox

@@ -131,10 +131,17 @@ class Assignment:
     timeouts: Timeouts
     examples: dict[str, Expectation] = field(default_factory=dict)
     trusted: Trusted | None = None
+    quick: dict[str, object] = field(default_factory=dict)  # [quick]: overrides of small, mechanics only
 
     @property
     def source(self) -> Path:
         return self.folder / self.notebook
+
+    @property
+    def quick_setting(self) -> dict[str, object]:
+        """The quickest setting that still runs every cell (the small one with ``[quick]`` on
+        top): for checks of the mechanics (every cell runs, figures, widgets), not of results."""
+        return {**self.small, **self.quick}
 
     @property
     def stem(self) -> str:
@@ -158,13 +165,14 @@ def load_declaration(folder: Path) -> Assignment:
         data = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise BadDeclaration(f"{where}: {err}") from None
-    unknown = sorted(set(data) - {"notebook", "small", "timeouts", "examples", "trusted"})
+    unknown = sorted(set(data) - {"notebook", "small", "quick", "timeouts", "examples", "trusted"})
     if unknown:
         raise BadDeclaration(f"{where}: unknown key(s) {', '.join(unknown)}")
     notebook = _required(data, "notebook", str, where)
     if "/" in notebook or not notebook.endswith(".ipynb") or not (folder / notebook).is_file():
         raise BadDeclaration(f"{where}: notebook {notebook!r} is not an .ipynb file in {folder}")
     small = _required(data, "small", dict, where)
+    quick = _required(data, "quick", dict, where) if "quick" in data else {}
     times = _required(data, "timeouts", dict, where)
     cell, training, notebook_limit = (_required(times, key, (int, float), f"{where} [timeouts]")
                                       for key in ("cell", "training", "notebook"))
@@ -183,7 +191,8 @@ def load_declaration(folder: Path) -> Assignment:
         examples[kind] = Expectation(status, float(share[0]), float(share[1]))
     timeouts = Timeouts(int(cell), int(training), float(notebook_limit))
     return Assignment(folder.name, folder, notebook, dict(small), timeouts, examples,
-                      _trusted(data["trusted"], folder, f"{where} [trusted]") if "trusted" in data else None)
+                      _trusted(data["trusted"], folder, f"{where} [trusted]") if "trusted" in data else None,
+                      dict(quick))
 
 
 def _names(table: dict, key: str, where: str, required: bool = True) -> tuple[str, ...]:

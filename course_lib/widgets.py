@@ -68,9 +68,16 @@ def _showing(fn: Callable[..., Any]) -> Callable[..., Any]:
 def progress_bar(*args: Any, **kwargs: Any):
     """A tqdm bar: the widget bar where a frontend renders widgets, else the text bar (a widget
     bar saved by papermill or nbgrader shows as '0%', an empty block, or a script error in
-    nbconvert's HTML). Takes what ``tqdm.tqdm`` takes."""
+    nbconvert's HTML). Takes what ``tqdm.tqdm`` takes. The text bar redraws every
+    ``TEXT_BAR_SECONDS`` at most: each redraw is an output a saved notebook keeps (a bar redrawn
+    at every step of a 256-step fit made a graded notebook of a thousand outputs)."""
     if has_widget_frontend():
         from tqdm.auto import tqdm
     else:
         from tqdm.std import tqdm
+
+        kwargs.setdefault("mininterval", TEXT_BAR_SECONDS)
     return tqdm(*args, **kwargs)
+
+
+TEXT_BAR_SECONDS = 2.0

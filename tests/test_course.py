@@ -51,6 +51,8 @@ def test_every_assignment_declares_its_notebook_small_setting_timeouts_and_every
     for name, a in declared.items():
         nb = nbformat.read(a.source, as_version=4)
         assert set(a.small) <= set(course.parameter_names(nb)), name  # pinnable: parameters of the notebook
+        assert set(a.quick) <= set(course.parameter_names(nb)), name
+        assert a.quick_setting == {**a.small, **a.quick} and set(a.quick_setting) == set(a.small) | set(a.quick)
         assert set(a.examples) == set(KINDS), name  # each bundled example's outcome is the assignment's to say
         assert 0 < a.timeouts.cell < a.timeouts.notebook and a.timeouts.training <= a.timeouts.notebook, name
     assert course.ASSIGNMENTS == {n: a.notebook for n, a in declared.items()}
@@ -81,6 +83,7 @@ DICE, FINAL = "03_dice_iou", "04_segmentation_assignment"
      "are not files"),
     (FINAL, lambda t: t.replace('cells = ["test_hidden_miou_1", ', "cells = [1, "), "list of names"),
     (FINAL, lambda t: t.replace("kernel_outputs = [", "outputs = ["), "unknown key"),
+    (DICE, lambda t: "quick = 3\n" + t, "'quick' has the wrong type"),
 ])
 def test_a_bad_declaration_names_its_file_and_key(tmp_path, assignment, edit, message):
     folder = tmp_path / assignment

@@ -1,7 +1,10 @@
-"""pyproject.toml and environment.yml describe the same environment."""
+"""pyproject.toml and environment.yml describe the same environment; tools/install.py installs it."""
 
+import importlib.util
 import re
 from pathlib import Path
+
+import pytest
 
 try:
     import tomllib
@@ -55,3 +58,29 @@ def test_ci_runs_the_readme_test_command():
     readme_commands = re.findall(r"^\s*(make \w+)\s*$", (ROOT / "README.md").read_text(), flags=re.M)[:2]
     assert readme_commands == ["make demo", "make test"]
     assert "make test" in (ROOT / ".ci/run").read_text()
+
+
+def test_the_installer_hands_pips_settings_to_uv_or_leaves_the_install_to_pip():
+    """tools/install.py: uv gets the indexes, links, constraints and certificate pip has,
+    the environment's values over the files'; a setting without an equivalent means pip."""
+    spec = importlib.util.spec_from_file_location("install", ROOT / "tools" / "install.py")
+    install = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(install)
+    Unsupported, pip_settings, uv_arguments = install.Unsupported, install.pip_settings, install.uv_arguments
+
+    listing = ("global.extra-index-url='file:///a/simple file:///b/simple'\n"
+               "global.constraint='/etc/pip/constraints.txt'\n"
+               "global.find-links='/from/file'\n"
+               ":env:.find-links='/opt/wheels'\n"
+               "global.cert='/etc/ssl/ca.crt'\n"
+               ":env:.disable-pip-version-check='1'\n")
+    settings = pip_settings(listing)
+    assert settings["find-links"] == "/opt/wheels"  # PIP_FIND_LINKS wins over the file
+    args, env = uv_arguments(settings)
+    assert args[:2] == ["--index-strategy", "unsafe-best-match"]
+    pairs = list(zip(args[2::2], args[3::2]))
+    assert ("--extra-index-url", "file:///a/simple") in pairs and ("--extra-index-url", "file:///b/simple") in pairs
+    assert ("--constraint", "/etc/pip/constraints.txt") in pairs and ("--find-links", "/opt/wheels") in pairs
+    assert env == {"SSL_CERT_FILE": "/etc/ssl/ca.crt"}
+    with pytest.raises(Unsupported, match="pre"):
+        uv_arguments(pip_settings("global.pre='true'\n"))

@@ -68,3 +68,18 @@ def test_progress_bars_are_text_without_a_frontend_and_widgets_with_one(monkeypa
     assert type(progress_bar(range(3), disable=True)) is tqdm.std.tqdm
     monkeypatch.setenv("COURSE_LIB_WIDGETS", "1")
     assert type(progress_bar(range(3), disable=True)) is WidgetBar
+
+
+def test_a_text_bar_redraws_a_few_times_not_at_every_step(monkeypatch):
+    """Each redraw of a text bar is one more output in a saved notebook."""
+    import io
+    import time
+
+    from course_lib.widgets import progress_bar
+
+    monkeypatch.setenv("COURSE_LIB_WIDGETS", "0")
+    written = io.StringIO()
+    for _ in progress_bar(range(80), file=written):  # 0.8 s: tqdm's default redraws about 8 times
+        time.sleep(0.01)
+    assert 1 <= written.getvalue().count("\r") <= 3  # the first draw and the last
+    assert "80/80" in written.getvalue()
