@@ -43,16 +43,20 @@ class Executor(abc.ABC):
 
 class LocalExecutor(Executor):
     """A thread per slot on this machine; a task holds a slot while its step runs, and its
-    nbgrader is forked from one fork server (started now: it imports nbgrader while the
-    batch prepares)."""
+    nbgrader is forked from one fork server: ``launcher``, the batch's, which the batch closes;
+    else one of its own in ``cwd``, started now (it imports nbgrader while the batch prepares)
+    and closed with the executor."""
 
-    def __init__(self, slots: list[Slot], cwd: Path):
+    def __init__(self, slots: list[Slot], cwd: Path | None = None, launcher: forkserver.ForkServer | None = None):
         if not slots:
             raise ValueError("an executor needs at least one slot")
+        if (cwd is None) == (launcher is None):
+            raise ValueError("give the executor a fork server or a folder to start its own in")
         self._free: queue.Queue[Slot] = queue.Queue()
         for slot in slots:
             self._free.put(slot)
-        self._launcher = forkserver.ForkServer(cwd=cwd).start()
+        self._owns_launcher = launcher is None
+        self._launcher = launcher or forkserver.ForkServer(cwd=cwd).start()
         self._pool = ThreadPoolExecutor(max_workers=len(slots), thread_name_prefix="grader")
 
     def _run(self, step: Callable, task, opts):
@@ -70,4 +74,5 @@ class LocalExecutor(Executor):
         try:
             self._pool.shutdown(wait=True)
         finally:
-            self._launcher.close()
+            if self._owns_launcher:
+                self._launcher.close()

@@ -234,6 +234,26 @@ class Worker:
         """The exit status; raises ``concurrent.futures.TimeoutError`` after ``timeout`` s."""
         return self._exited.result(timeout=timeout)
 
+    def kill(self) -> None:
+        """Kill the worker and everything it started (kernels run in sessions of their own),
+        and wait for it."""
+        import psutil
+
+        try:
+            family = psutil.Process(self.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            family = []
+        for process in family:
+            try:
+                process.kill()
+            except psutil.NoSuchProcess:
+                pass
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.wait()
+
 
 if __name__ == "__main__":
     serve()

@@ -52,13 +52,13 @@ def make_course_copy(target: Path, assignment: str | None = None) -> Path:
     return target
 
 
-def add_assignment(assignment: str, db_url: str, scratch: Path) -> None:
+def add_assignment(assignment: str, db_url: str, scratch: Path, launcher=None) -> None:
     """Put the assignment (notebooks, cells, points, hidden tests) into the gradebook at
-    ``db_url`` with ``nbgrader generate_assignment``, releasing into ``scratch`` so the
-    committed ``notebooks/`` are left alone."""
+    ``db_url`` with ``nbgrader generate_assignment`` (forked from ``launcher``, a fork server,
+    where given), releasing into ``scratch`` so the committed ``notebooks/`` are left alone."""
     course = make_course_copy(scratch, assignment)
     run_nbgrader(course, "generate_assignment", assignment, "--force",
-                 env=nbgrader_env(course, {"NBGRADER_DB_URL": db_url}), timeout=600)
+                 env=nbgrader_env(course, {"NBGRADER_DB_URL": db_url}), timeout=600, launcher=launcher)
 
 
 def has_assignment(db_url: str, assignment: str) -> bool:

@@ -42,7 +42,16 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from autograder import course_secrets, gradebook, nbgrader_plugins, roster, runtime, submissions, verdicts
+from autograder import (
+    course_secrets,
+    forkserver,
+    gradebook,
+    nbgrader_plugins,
+    roster,
+    runtime,
+    submissions,
+    verdicts,
+)
 from autograder.course import ROOT, STATUSES, source_notebook  # noqa: F401 (STATUSES: for grading's callers)
 from autograder.executors import Executor, LocalExecutor
 from autograder.journal import (  # noqa: F401 (the journal's names, for grading's callers)
@@ -101,10 +110,11 @@ class BatchResult:
     scratch: Path  # the submissions' private course roots (removed unless keep_workspaces)
 
 
-def prepare(opts: GradingOptions, source: str) -> None:
+def prepare(opts: GradingOptions, source: str, launcher: forkserver.ForkServer | None = None) -> None:
     """Course gradebook and template gradebook both get the assignment (nbgrader
-    generate_assignment), unless they already hold this version (``source``) of it; the
-    probes' inputs and answers are made once here, not in every submission's process."""
+    generate_assignment, forked from ``launcher`` where given), unless they already hold this
+    version (``source``) of it; the probes' inputs and answers are made once here, not in every
+    submission's process."""
     salt = course_secrets.load(opts.course_root)["probe_salt"]
     verdicts.probe_cache(opts.assignment, verdicts.cache_root(opts.out), salt)
     meta = opts.out / ".autograder" / "template" / opts.assignment
@@ -123,7 +133,7 @@ def prepare(opts: GradingOptions, source: str) -> None:
             stamp.write_text(key)
             continue
         with tempfile.TemporaryDirectory(prefix="autograder-release-") as scratch:
-            gradebook.add_assignment(opts.assignment, db_url, Path(scratch) / "course")
+            gradebook.add_assignment(opts.assignment, db_url, Path(scratch) / "course", launcher)
         stamp.write_text(key)
 
 
@@ -162,15 +172,20 @@ def grade_batch(batch: list[GradingOptions]) -> BatchResult:
         label = first.assignment if len(batch) == 1 else "batch"
         scratch = (Path(tempfile.mkdtemp(prefix=f"autograder-{label}-")) if first.keep_workspaces
                    else runtime.new_folder())
-        executor = LocalExecutor(first.slots, cwd=scratch)  # its fork server imports nbgrader while we prepare
+        # every nbgrader of the batch is forked from one server, which imports nbgrader while we prepare
+        launcher = forkserver.ForkServer(cwd=scratch).start()
         try:
-            outcomes, skipped = grade_entries(entries, scratch, executor)
+            executor = LocalExecutor(first.slots, launcher=launcher)
+            try:
+                outcomes, skipped = grade_entries(entries, scratch, executor, launcher)
+            finally:
+                executor.close()
+                write_status_csv(first.out)
+            export_grades(first.out, first.db_url, launcher)
         finally:
-            executor.close()
-            write_status_csv(first.out)
+            launcher.close()
             if not first.keep_workspaces:
                 runtime.remove(scratch)
-        export_grades(first.out, first.db_url)
         write_report(read_status_csv(first.out / "status.csv"), first.out / "report.html", first.db_url)
     return BatchResult(outcomes, skipped, time.perf_counter() - started, scratch)
 
@@ -196,7 +211,7 @@ def _has_training_cells(assignment: str) -> bool:
 
 
 def grade_entries(entries: list[tuple[GradingOptions, list[submissions.Submission]]], scratch: Path,
-                  executor: Executor) -> tuple[list[dict], list[str]]:
+                  executor: Executor, launcher: forkserver.ForkServer | None = None) -> tuple[list[dict], list[str]]:
     """Grade the entries not graded yet (workspaces in ``scratch``), recording each as it
     ends; returns the outcomes and the students skipped (``assignment/student`` where the
     batch has several assignments)."""
@@ -205,7 +220,7 @@ def grade_entries(entries: list[tuple[GradingOptions, list[submissions.Submissio
     tasks, skipped, maxima = [], [], {}
     for opts, subs in entries:
         source = source_digest(opts.assignment)
-        prepare(opts, source)
+        prepare(opts, source, launcher)
         settings = rules_digest(source, opts.course_root) + json.dumps(opts.parameters, sort_keys=True)
         for sub in subs:
             digest = submissions.fingerprint(sub, settings)

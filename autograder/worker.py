@@ -3,6 +3,10 @@ submission's private course root: ``nbgrader autograde`` then ``nbgrader generat
 for that student, in one process (nbgrader's apps, as its own tests drive them), which saves
 an interpreter start and nbgrader's imports per submission.
 
+``python -m autograder.worker --app NBGRADER_ARGS...``: one nbgrader app (what
+``nbgrader NBGRADER_ARGS...`` runs), for the batch's own ``generate_assignment`` and
+``export`` forked from the same server (:func:`autograder.nbgrader_runner.run_nbgrader`).
+
 Exit status: 0 graded with feedback; 3 graded, feedback failed; else autograde's failure.
 """
 
@@ -32,6 +36,8 @@ def run_app(args: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["--app"]:
+        return run_app(argv[1:])
     assignment, student = argv
     code = run_app(["autograde", assignment, "--student", student, "--force"])
     if code != 0:

@@ -158,7 +158,14 @@ def open_notebook(page, lab: JupyterLab, relative: str, timeout: float = 120) ->
 
 
 def menu_command(page, menu: str, command: str) -> None:
-    """Click ``menu`` in JupyterLab's menu bar, then its entry running ``command``."""
+    """Click ``menu`` in JupyterLab's menu bar, then its entry running ``command``. A dialog
+    in the way (it would take the click) may close by itself; if not, the failure quotes it."""
+    dialog = page.locator(".jp-Dialog")
+    if dialog.count():
+        try:
+            dialog.first.wait_for(state="detached", timeout=30000)
+        except Exception:  # playwright's TimeoutError
+            raise AssertionError(f"JupyterLab shows a dialog: {dialog.first.inner_text()[:500]!r}") from None
     page.locator("li.lm-MenuBar-item", has_text=menu).first.click()
     page.locator(f"li.lm-Menu-item[data-command='{command}']").first.click()
 

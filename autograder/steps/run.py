@@ -5,14 +5,10 @@ GPU or CPU share, within the wall-clock limit; its kernel sandboxed (:mod:`autog
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from concurrent.futures import TimeoutError as WaitTimeout
 
-import psutil
-
-from autograder import course_secrets, forkserver, gpus, gradebook, sandbox, verdicts
+from autograder import course_secrets, gpus, gradebook, sandbox, verdicts
 from autograder.nbgrader_plugins import CELL_TIMEOUT_ENV, PARAMETERS_ENV, TRAINING_TIMEOUT_ENV
 from autograder.nbgrader_runner import nbgrader_env
 from autograder.rules import parameter_names
@@ -23,24 +19,6 @@ ENFORCEMENTS = ("cgroup-v2", "cgroup-v1", "rlimit", "none")
 KERNEL_DIED = ("DeadKernelError", "Kernel died", "kernel became unresponsive", "UnresponsiveKernelError")
 # the kernel's messages could not be trusted any more (e.g. forked children writing to its sockets)
 KERNEL_CORRUPTED = ("Invalid Signature", "Duplicate Signature")
-
-
-def _kill_tree(worker: forkserver.Worker) -> None:
-    """Kill nbgrader and everything it started (kernels run in sessions of their own)."""
-    try:
-        family = psutil.Process(worker.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        family = []
-    for p in family:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    try:
-        os.killpg(worker.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    worker.wait()
 
 
 def worker_env(task: Task, opts: GradingOptions) -> dict[str, str]:
@@ -81,7 +59,7 @@ def run_autograde(task: Task, opts: GradingOptions) -> None:
     try:
         returncode = worker.wait(timeout=opts.timeout)
     except WaitTimeout:
-        _kill_tree(worker)
+        worker.kill()
         raise Verdict("timeout", f"stopped after the {opts.timeout:g} s limit for the whole notebook") from None
     finally:
         task.seconds = time.perf_counter() - started
