@@ -40,6 +40,9 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 #   c.Autograder.training_timeout = 1800  # seconds a locked cell tagged "training" may run (default 3600)
 #   c.Autograder.timeout = 3600         # seconds a whole notebook may take
 # `autograder grade` flags override them.
+# The course's library, which its notebooks import: kernels see it read-only in the sandbox, its code is part of
+# the probes' fingerprint, and course_lib.probes answers the probes in the kernel.
+c.Autograder.course_library = "course_lib"
 
 # Per-cell timeout while autograding (Execute.timeout, not ExecutePreprocessor.timeout, which
 # nbgrader ignores): NBGRADER_CELL_TIMEOUT (the harness sets it), else c.Autograder.cell_timeout

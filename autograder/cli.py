@@ -122,9 +122,9 @@ def _setting_flags(parser: argparse.ArgumentParser) -> None:
     """A flag per setting of autograder/settings.py (default: the course's nbgrader_config.py, else its default)."""
     from traitlets import Float, Integer
 
-    from autograder.settings import NAMES, Autograder
+    from autograder.settings import FLAGS, Autograder
 
-    for name in NAMES:
+    for name in FLAGS:
         trait = Autograder.class_traits()[name]
         kind = int if isinstance(trait, Integer) else float if isinstance(trait, Float) else str
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=kind, default=None,
@@ -134,7 +134,7 @@ def _setting_flags(parser: argparse.ArgumentParser) -> None:
 def _settings(args):
     from autograder import settings
 
-    return settings.effective({name: getattr(args, name, None) for name in settings.NAMES})
+    return settings.effective({name: getattr(args, name, None) for name in settings.FLAGS})
 
 
 def grade_command(args, parser) -> int:
@@ -203,7 +203,7 @@ def config_command(args) -> int:
     from autograder import settings
 
     try:
-        rows = settings.describe({name: getattr(args, name, None) for name in settings.NAMES})
+        rows = settings.describe({name: getattr(args, name, None) for name in settings.FLAGS})
     except (KeyError, TraitError) as err:  # a bad c.Autograder value in the config
         print(f"autograder: {err}", file=sys.stderr)
         return 2

@@ -12,7 +12,7 @@ Inside the sandbox (``bwrap``, Debian package ``bubblewrap``):
   unreachable from there);
 * its own PID namespace (``--die-with-parent``: nothing outlives the kernel; the
   kernel's parent poller is disabled because its parent's PID means nothing inside);
-* a filesystem of the system and the Python environment read-only, ``course_lib``
+* a filesystem of the system and the Python environment read-only, the course's library
   read-only, a private ``/tmp`` (tmpfs, size-capped) and, writable, only a private folder
   the kernel runs in and the folder of its ipc sockets, both made for this kernel under
   :mod:`autograder.runtime` and removed after it. The kernel's folder holds the
@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib.util
 import json
 import os
 import shutil
@@ -177,10 +176,12 @@ def check_bwrap() -> str:
 
 
 def _python_roots() -> list[str]:
-    """Folders of this Python: the environment, its base installation, the editable course_lib."""
-    course_lib = importlib.util.find_spec("course_lib")  # found, not imported (that would import torch)
-    roots = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix,
-             str(Path(course_lib.origin).resolve().parent)}
+    """Folders of this Python: the environment, its base installation, the course's library
+    (an editable install's lives in the course, which the sandbox hides)."""
+    from autograder import settings
+
+    library = settings.course_library_folder()
+    roots = {sys.prefix, sys.exec_prefix, sys.base_prefix, sys.base_exec_prefix, *([str(library)] if library else [])}
     for entry in sys.path:
         if "site-packages" in entry or "dist-packages" in entry:
             roots.add(entry)

@@ -24,8 +24,8 @@ import nbformat
 from autograder import course
 
 NAME = re.compile(r"^[0-9]{2}_[a-z][a-z0-9_]*$")
-# the kernel-side module of the course's probes: the hidden test imports it
-KERNEL_PROBES = "course_lib.probes"
+# the kernel-side module of the course's probes (in its library, c.Autograder.course_library): the hidden test imports it
+KERNEL_PROBES = "{library}.probes"
 
 
 def notebook_name(assignment: str) -> str:
@@ -45,7 +45,7 @@ def _cell(kind: str, source: str, grade_id: str | None = None, *, solution: bool
     return cell
 
 
-def source_notebook(assignment: str, title: str):
+def source_notebook(assignment: str, title: str, library: str):
     nb = nbformat.v4.new_notebook()
     nb.metadata = {"kernelspec": {"display_name": "Python 3", "language": "python", "name": "python3"},
                    "language_info": {"name": "python"}}
@@ -70,7 +70,7 @@ def source_notebook(assignment: str, title: str):
               "### BEGIN HIDDEN TESTS\n"
               "assert normalize(np.arange(4)).tolist() == [0.0, 1 / 3, 2 / 3, 1.0]\n\n"
               "# Probes the grader checks out of this kernel (grading.py beside the source); nothing happens elsewhere.\n"
-              f"from {KERNEL_PROBES} import answer_probes as _answer_probes\n\n"
+              f"from {KERNEL_PROBES.format(library=library)} import answer_probes as _answer_probes\n\n"
               "_answer_probes(\"test_normalize\", lambda p, k: {\"y\": normalize(p[f\"x_{k}\"])})\n"
               "### END HIDDEN TESTS", "test_normalize", grade=True, locked=True, points=2),
     ]
@@ -145,14 +145,20 @@ def new_assignment(assignment: str, title: str | None = None, root: Path | None 
     if not NAME.match(assignment):
         raise ValueError(f"{assignment!r}: an assignment is named like 05_edge_maps (two digits, an underscore, "
                          "lower-case letters, digits and underscores)")
+    from autograder import settings
+
     root = root or course.course_root()
     folder = root / course.SOURCE_FOLDER / assignment
     if folder.exists():
         raise FileExistsError(f"{folder} exists")
+    library = settings.effective(config=settings.load_course_config(root))[0].course_library
+    if not library:
+        raise ValueError(f"the course names no library (c.Autograder.course_library in {root / course.CONFIG_FILE}): "
+                         "its probes module answers the new exercise's probes in the kernel")
     notebook = notebook_name(assignment)
     title = title or assignment[3:].replace("_", " ").capitalize()
     folder.mkdir(parents=True)
-    nbformat.write(source_notebook(assignment, title), folder / notebook)
+    nbformat.write(source_notebook(assignment, title, library), folder / notebook)
     examples = "\n".join(f'{kind:<16} = {{ status = "{status}", share = [{low}, {high}] }}'
                          for kind, (status, low, high) in EXAMPLE_DEFAULTS.items())
     (folder / course.DECLARATION).write_text(DECLARATION_TEXT.format(assignment=assignment, notebook=notebook,

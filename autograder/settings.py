@@ -14,6 +14,8 @@ where each came from.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import os
 from pathlib import Path
 
@@ -33,9 +35,16 @@ class Autograder(Configurable):
     timeout = Float(3600.0, help="wall-clock seconds one notebook may take in all").tag(config=True)
     cell_timeout = Integer(600, help="seconds one cell may run").tag(config=True)
     training_timeout = Integer(3600, help="seconds one locked cell tagged 'training' may run").tag(config=True)
+    # the course's side of the harness, not a flag of `autograder grade`
+    course_library = Unicode(
+        None, allow_none=True,
+        help="the course's Python package, which its notebooks import: sandboxed kernels see it read-only, "
+             "its code is part of the probes' fingerprint, its `probes` module answers probes in the kernel"
+    ).tag(config=True, flag=False)
 
 
 NAMES = tuple(Autograder.class_trait_names(config=True))
+FLAGS = tuple(name for name in NAMES if Autograder.class_traits()[name].metadata.get("flag", True))
 
 
 def default(name: str):
@@ -72,6 +81,28 @@ def effective(overrides: dict[str, object] | None = None,
         else:
             sources[name] = "default"
     return settings, sources
+
+
+@functools.lru_cache(maxsize=4)
+def _course_library(root: str) -> str | None:
+    return effective(config=load_course_config(Path(root)))[0].course_library
+
+
+def course_library() -> str | None:
+    """The course's package (``c.Autograder.course_library``); None outside a course or where
+    the course names none."""
+    try:
+        root = course.course_root()
+    except course.CourseNotFound:
+        return None
+    return _course_library(str(root))
+
+
+def course_library_folder() -> Path | None:
+    """Where the course's package lives (found, not imported: it may import torch)."""
+    name = course_library()
+    spec = importlib.util.find_spec(name) if name else None
+    return Path(spec.origin).resolve().parent if spec is not None and spec.origin else None
 
 
 def describe(overrides: dict[str, object] | None = None) -> list[dict[str, str]]:

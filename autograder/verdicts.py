@@ -74,11 +74,13 @@ def expected_answers(probe, salt: int = 0) -> dict[str, np.ndarray]:
 
 def answers_version() -> str:
     """Fingerprint of what the answers depend on: the probes (the assignments' declarations and
-    grading.py), course_lib, torch and numpy."""
-    from autograder import course
+    grading.py), the course's library (``c.Autograder.course_library``), torch and numpy."""
+    from autograder import course, settings
 
+    library = settings.course_library_folder()
     digest = hashlib.sha256()
-    for path in [PACKAGE / "autograder" / "probes.py", *course.grading_files(), *sorted((PACKAGE / "course_lib").rglob("*.py"))]:
+    for path in [PACKAGE / "autograder" / "probes.py", *course.grading_files(),
+                 *(sorted(library.rglob("*.py")) if library else [])]:
         digest.update(path.read_bytes())
     for package in ("torch", "numpy"):
         digest.update(metadata.version(package).encode())
@@ -190,5 +192,5 @@ def check_probe(expected: dict[str, np.ndarray], outputs: LeftFile | Path) -> st
         why = _mismatch(got.get(key), expected[key], rtol, atol)
         if why:
             name, k = key.rsplit("_", 1)
-            return f"probe {k}: {name!r} {why} (course_lib's answer)"
+            return f"probe {k}: {name!r} {why} (the reference answer)"
     return ""

@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from autograder import cli, course, course_secrets, gpus, grading, nbgrader_plugins, verdicts
+from autograder import cli, course, course_secrets, gpus, grading, nbgrader_plugins, settings, verdicts
 from autograder.course import ASSIGNMENTS, ROOT, solution_path
 from autograder.report import write_report
 
@@ -101,7 +101,7 @@ def test_the_journal_keeps_the_latest_entry_and_survives_a_torn_line(tmp_path):
 
 
 def test_a_change_to_the_grading_rules_regrades_everyone(tmp_path, monkeypatch):
-    """The skip-unchanged fingerprint covers the probes, course_lib and the checking code."""
+    """The skip-unchanged fingerprint covers the probes, the course's library and the checking code."""
     copy = tmp_path / "package"
     shutil.copytree(verdicts.PACKAGE / "course_lib", copy / "course_lib", ignore=shutil.ignore_patterns("__pycache__"))
     (copy / "autograder").mkdir()
@@ -109,6 +109,7 @@ def test_a_change_to_the_grading_rules_regrades_everyone(tmp_path, monkeypatch):
     for module in ["probes.py", *modules]:
         shutil.copy(verdicts.PACKAGE / "autograder" / module, copy / "autograder" / module)
     monkeypatch.setattr(verdicts, "PACKAGE", copy)
+    monkeypatch.setattr(settings, "course_library_folder", lambda: copy / "course_lib")  # c.Autograder.course_library
     for module in grading.RULES_MODULES:
         monkeypatch.setattr(module, "__file__", str(copy / "autograder" / Path(module.__file__).name))
     source = grading.source_digest("03_dice_iou")

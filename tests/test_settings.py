@@ -85,3 +85,27 @@ def test_grade_takes_the_course_config_and_flags_override_it(configured_course, 
     assert seen[0] == {"cell": 45, "training": settings.default("training_timeout"),
                        "timeout": settings.default("timeout"), "workers": 3}
     assert seen[1]["cell"] == 7 and seen[1]["workers"] == 1
+
+
+def test_the_course_names_its_library_and_the_harness_names_none():
+    """The course's package is the course's to declare (c.Autograder.course_library): the
+    harness's code neither imports it nor names it, outside its docstrings."""
+    import ast
+    import re
+
+    library = re.compile(r"\bcourse_lib\b")
+    assert settings.course_library() == "course_lib"
+    assert settings.course_library_folder() == ROOT / "course_lib"
+    assert "course_library" in settings.NAMES and "course_library" not in settings.FLAGS  # not a grading flag
+    named = []
+    for path in sorted((ROOT / "autograder").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                      if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                      and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            imported = [a.name for a in getattr(node, "names", [])] + [getattr(node, "module", None) or ""]
+            text = node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else ""
+            if any(library.search(name) for name in imported) or (library.search(text) and id(node) not in docstrings):
+                named.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert named == []
