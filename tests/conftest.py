@@ -1,4 +1,5 @@
 import os
+import shutil
 import tempfile
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -17,6 +18,11 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # behind" sees its own leftovers only.
 os.environ["AUTOGRADER_RUNTIME_DIR"] = tempfile.mkdtemp(
     prefix=f"autograder-runtime-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-")
+
+
+def pytest_unconfigure(config):
+    """The test process's runtime folder goes with it (each run would leave one in /tmp)."""
+    shutil.rmtree(os.environ["AUTOGRADER_RUNTIME_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -128,8 +129,9 @@ def hostile_batch(tmp_path_factory):
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
         server.close()
     after = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.rglob("*") if p.is_file() and not p.is_symlink()}
-    return {"result": result, "out": out, "base": base, "before": before, "after": after, "opts": opts,
-            "rows": {o["student"]: o for o in result.outcomes}}
+    yield {"result": result, "out": out, "base": base, "before": before, "after": after, "opts": opts,
+           "rows": {o["student"]: o for o in result.outcomes}}
+    shutil.rmtree(result.scratch, ignore_errors=True)  # the workspaces kept for the tests above
 
 
 def _outputs(batch, student: str) -> str:
