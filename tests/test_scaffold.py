@@ -91,7 +91,12 @@ def test_new_refuses_a_bad_name_and_an_existing_assignment(tmp_path):
     for bad in ("normalize", "5_x", "05-x", "05_X", "05_../x"):
         with pytest.raises(ValueError, match="is named like"):
             scaffold.new_assignment(bad, root=root)
+    with pytest.raises(ValueError, match="names no library"):  # its probes module answers the new probes
+        scaffold.new_assignment("06_edges", root=root)
+    assert list((root / "solutions").iterdir()) == []  # nothing written
+    (root / "nbgrader_config.py").write_text('c = get_config()  # noqa: F821\nc.Autograder.course_library = "course_lib"\n')
     scaffold.new_assignment("06_edges", root=root)
+    assert "from course_lib.probes import answer_probes" in (root / "solutions" / "06_edges" / "edges.ipynb").read_text()
     with pytest.raises(FileExistsError):
         scaffold.new_assignment("06_edges", root=root)
     assert scaffold.notebook_name("06_edges") == "edges.ipynb"
