@@ -396,8 +396,8 @@ def fit(
             for k, v in values.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
-            bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{values['loss']:.3f}")
+            bar.set_postfix(epoch=epoch + 1, loss=f"{values['loss']:.3f}", refresh=False)  # drawn by update,
+            bar.update(1)  # at most every TEXT_BAR_SECONDS: each redraw is an output a saved notebook keeps
         epoch_values = {k: v / max(count, 1) for k, v in sums.items()}
         if val_loader is not None:
             epoch_values["val_miou"] = evaluate(model, val_loader, ignore_index=ignore_index, amp=amp)["miou"]

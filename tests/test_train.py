@@ -320,3 +320,20 @@ def test_fit_drives_a_students_step_function_with_each_schedule_and_augmentation
     with pytest.raises(KeyError, match="loss"):
         fit(ResNetFPN(5, fpn_channels=8, head_channels=8), train, None, CombinedLoss(), epochs=1, progress=False,
             step_fn=lambda *args: {"total": 1.0})
+
+
+def test_fit_redraws_its_text_bar_a_few_times_not_at_every_step(monkeypatch, capsys):
+    """Each redraw of a text bar is an output a saved (graded) notebook keeps: the per-step
+    loss must not force one (a graded 04 held 600 of them)."""
+    monkeypatch.setenv("COURSE_LIB_WIDGETS", "0")
+    train = [(torch.rand(2, 3, 16, 16), torch.randint(0, 5, (2, 16, 16))) for _ in range(30)]
+
+    def slow_step(*args):  # 30 steps over about 1.5 s: tqdm's default would redraw at each
+        import time
+
+        time.sleep(0.05)
+        return {key: 1.0 for key in LOSS_KEYS}
+
+    fit(torch.nn.Conv2d(3, 5, 1), train, None, CombinedLoss(), epochs=1, step_fn=slow_step, device="cpu")
+    drawn = capsys.readouterr().err
+    assert "30/30" in drawn and drawn.count("\r") <= 3, drawn.count("\r")
