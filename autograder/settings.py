@@ -53,12 +53,18 @@ def default(name: str):
 
 
 def load_course_config(root: Path | None = None) -> Config:
-    """The course's ``nbgrader_config.py`` as traitlets loads it (as nbgrader does)."""
+    """The course's ``nbgrader_config.py`` as traitlets loads it (as nbgrader does), leaving this
+    process's environment as it was."""
     root = root or course.course_root()
     path = root / course.CONFIG_FILE
     if not path.is_file():
         return Config()
-    return PyFileConfigLoader(course.CONFIG_FILE, path=str(root)).load_config()
+    saved = dict(os.environ)  # the file sets variables for the nbgrader processes it configures, not for us
+    try:
+        return PyFileConfigLoader(course.CONFIG_FILE, path=str(root)).load_config()
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def effective(overrides: dict[str, object] | None = None,
