@@ -109,3 +109,13 @@ def test_the_course_names_its_library_and_the_harness_names_none():
             if any(library.search(name) for name in imported) or (library.search(text) and id(node) not in docstrings):
                 named.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert named == []
+
+
+def test_reading_the_course_config_leaves_the_environment_as_it_was(monkeypatch):
+    """The config sets $AUTOGRADER_COURSE_DIR for the nbgrader processes it configures; read by
+    the harness, it must not send this process's later subprocesses to that course."""
+    monkeypatch.delenv(course.COURSE_DIR_ENV, raising=False)
+    before = dict(os.environ)
+    config = settings.load_course_config(ROOT)
+    assert config.Autograder.course_library == "course_lib"  # the file was read...
+    assert dict(os.environ) == before  # ...and left nothing behind
