@@ -155,11 +155,30 @@ def open_notebook(page, lab: JupyterLab, relative: str, timeout: float = 120) ->
     page.goto(lab.url(f"lab/workspaces/{secrets.token_hex(4)}/tree/{relative}?reset"))
     page.wait_for_selector(".jp-NotebookPanel .jp-Notebook", timeout=timeout * 1000)
     page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=timeout * 1000)
+    if _accept_kernel_choice(page, wait=1000):  # it asked once the notebook showed: now its kernel starts
+        page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=timeout * 1000)
+
+
+def _accept_kernel_choice(page, wait: float = 0) -> bool:
+    """On a busy machine JupyterLab may open a notebook before it has the kernel list and ask
+    which kernel to start ("Select Kernel", the notebook's own preselected): accept it, as a
+    student would. True when it asked."""
+    dialog = page.locator(".jp-Dialog", has_text="Select Kernel")
+    try:
+        dialog.first.wait_for(timeout=wait) if wait else None
+    except Exception:  # playwright's TimeoutError: it did not ask
+        return False
+    if not dialog.count():
+        return False
+    dialog.first.locator(".jp-Dialog-button.jp-mod-accept").first.click()
+    dialog.first.wait_for(state="detached", timeout=30000)
+    return True
 
 
 def menu_command(page, menu: str, command: str) -> None:
     """Click ``menu`` in JupyterLab's menu bar, then its entry running ``command``. A dialog
     in the way (it would take the click) may close by itself; if not, the failure quotes it."""
+    _accept_kernel_choice(page)
     dialog = page.locator(".jp-Dialog")
     if dialog.count():
         try:
