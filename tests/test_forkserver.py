@@ -65,3 +65,18 @@ def test_a_dead_server_fails_its_workers_which_die_with_it_and_a_new_one_starts(
     again = _course(tmp_path / "again")
     assert server.run(["x", "y"], again, {"FORK_PROBE": "after"}, again / "log.txt").wait(timeout=120) != 0
     assert (again / "seen.txt").read_text().endswith("after")
+
+
+def test_an_nbgrader_app_runs_forked_and_its_failure_quotes_its_log(server, tmp_path):
+    """What the batch runs besides the workers (``generate_assignment``, ``export``):
+    forked from the same server, an error raised with the end of the app's log."""
+    from autograder import gradebook
+    from autograder.nbgrader_runner import NbgraderError, nbgrader_env, run_nbgrader
+
+    course = gradebook.make_course_copy(tmp_path / "course")
+    env = nbgrader_env(course, {"NBGRADER_DB_URL": gradebook.sqlite_url(tmp_path / "gradebook.db")})
+    run_nbgrader(course, "export", f"--to={tmp_path / 'grades.csv'}", env=env, timeout=120, launcher=server)
+    assert (tmp_path / "grades.csv").read_text().startswith("assignment,")  # nbgrader's header, no rows
+    with pytest.raises(NbgraderError, match="generate_assignment 99_missing failed") as failed:
+        run_nbgrader(course, "generate_assignment", "99_missing", env=env, timeout=120, launcher=server)
+    assert "99_missing" in str(failed.value).split("failed", 1)[1]  # the log's end, which names it
