@@ -151,6 +151,7 @@ def new_assignment(assignment: str, title: str | None = None, root: Path | None 
     folder = root / course.SOURCE_FOLDER / assignment
     if folder.exists():
         raise FileExistsError(f"{folder} exists")
+    # read now, not settings.course_library(): that one is cached per process, and a config may change meanwhile
     library = settings.effective(config=settings.load_course_config(root))[0].course_library
     if not library:
         raise ValueError(f"the course names no library (c.Autograder.course_library in {root / course.CONFIG_FILE}): "
