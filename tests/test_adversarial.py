@@ -34,11 +34,12 @@ FULL = 16.0            # autograded points of 03
 WITHOUT_DICE = 10.0    # the same without its first exercise (dice_score; test_iou_score uses it too)
 
 
-def _with_cell(code: str, stub_first_exercise: bool = False):
-    """The complete 03 notebook with a hostile cell right after the setup cell."""
+def _with_cell(*codes: str, stub_first_exercise: bool = False):
+    """The complete 03 notebook with hostile cells right after the setup cell."""
     nb = completed(DICE)
     setup = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and "import" in c.source)
-    nb.cells.insert(setup + 1, nbformat.v4.new_code_cell(code))
+    for offset, code in enumerate(codes, start=1):
+        nb.cells.insert(setup + offset, nbformat.v4.new_code_cell(code))
     if stub_first_exercise:
         first = next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("solution") and c.cell_type == "code")
         first.source = "# YOUR CODE HERE\nraise NotImplementedError()"
@@ -67,21 +68,27 @@ def hostile_batch(tmp_path_factory):
         "membomb": _with_cell("_blocks = []\nwhile True:\n    _blocks.append(bytearray(2**26))"),
         "forkbomb": _with_cell("import os\nwhile True:\n    os.fork()"),
         "suicide": _with_cell("import os\nos._exit(7)"),
-        "snoop": _with_cell(_snoop_code([
-            str(ROOT / "solutions" / DICE / NAME), str(ROOT / "nbgrader_config.py"), str(out / "gradebook.db"),
-            "../../../gradebook.db", "../../../submitted/steady/03_dice_iou/dice_iou.ipynb",
-            str(folder / "steady.ipynb"), str(secret), "/etc/shadow", "/root/.bash_history",
-        ])),
-        "network": _with_cell(
+        # one prowler, a cell per way out (each graded notebook costs a kernel): read the grader's files,
+        # reach the network, write outside its folder, write a file past the size limit
+        "prowler": _with_cell(
+            _snoop_code([
+                str(ROOT / "solutions" / DICE / NAME), str(ROOT / "nbgrader_config.py"), str(out / "gradebook.db"),
+                "../../../gradebook.db", "../../../submitted/steady/03_dice_iou/dice_iou.ipynb",
+                str(folder / "steady.ipynb"), str(secret), "/etc/shadow", "/root/.bash_history",
+            ]),
             f"import socket\nfor _addr in [('127.0.0.1', {port}), ('pypi.org', 443), ('1.1.1.1', 53)]:\n"
             "    try:\n        socket.create_connection(_addr, timeout=3)\n        print('NET OPEN', _addr)\n"
-            "    except OSError as _e:\n        print('NET BLOCKED', _addr)"),
+            "    except OSError as _e:\n        print('NET BLOCKED', _addr)",
+            # the host's path under /tmp is the sandbox's own tmpfs: written there, never on the host
+            "import os\nopen('/tmp/x', 'w').write('x')\n"
+            f"for _target in ['/work/escape/x.txt', {str(base / 'escaped.txt')!r}]:\n"
+            "    try:\n        os.makedirs(os.path.dirname(_target), exist_ok=True)\n"
+            "        open(_target, 'w').write('out')\n        print('WROTE', _target)\n"
+            "    except OSError:\n        print('WRITE BLOCKED', _target)",
+            "with open('big.bin', 'wb') as _f:\n    _f.write(bytes(300 * 2**20))"),  # fails at the file size limit
         "bigprint": _with_cell("for _ in range(300):\n    print('x' * 1_000_000)"),  # 75x the cap
-        "bigfile": _with_cell("with open('big.bin', 'wb') as _f:\n    _f.write(bytes(300 * 2**20))"),
         "manyfiles": _with_cell("for _i in range(8):\n    with open(f'part{_i}.bin', 'wb') as _f:\n"
                                 "        _f.write(bytes(100 * 2**20))\nimport time\ntime.sleep(10)"),
-        "escape": _with_cell("import os\nopen('/tmp/x', 'w').write('x')\nos.makedirs('/work/escape', exist_ok=True)\n"
-                             f"open({str(base / 'escaped.txt')!r}, 'w').write('out')"),
     }
     # tests deleted or rewritten, a grade id duplicated onto a fake test: nbgrader restores the real ones
     tamper = _with_cell("pass", stub_first_exercise=True)
@@ -145,12 +152,9 @@ def _outputs(batch, student: str) -> str:
     ("steady", "graded", FULL, FULL),
     ("loop", "timeout", FULL, FULL),            # interrupted at the cell timeout, the rest graded
     ("suicide", "crashed", 0, 0),
-    ("snoop", "graded", FULL, FULL),
-    ("network", "graded", FULL, FULL),
+    ("prowler", "graded", FULL, FULL),          # its ways out fail, the bigfile write at the file size limit
     ("bigprint", "graded", FULL, FULL),
-    ("bigfile", "graded", FULL, FULL),          # the write fails (file size limit), the rest runs
     ("manyfiles", "crashed", 0, 0),             # past the bytes-written limit: kernel stopped
-    ("escape", "graded", FULL, FULL),
     ("tamper", "graded", WITHOUT_DICE, WITHOUT_DICE),
     ("monkeypatch", "graded", WITHOUT_DICE, WITHOUT_DICE),  # fools the kernel, not the probes checked outside
     ("dupids", "graded", WITHOUT_DICE, WITHOUT_DICE),
@@ -194,9 +198,11 @@ def test_a_memory_bomb_and_a_fork_bomb_are_contained(hostile_batch):
 
 
 def test_the_sandbox_hides_files_network_and_the_host(hostile_batch):
-    assert "LEAKED []" in _outputs(hostile_batch, "snoop")
-    text = _outputs(hostile_batch, "network")
+    text = _outputs(hostile_batch, "prowler")
+    assert "LEAKED []" in text
     assert "NET OPEN" not in text and text.count("NET BLOCKED") == 3
+    assert "WRITE BLOCKED /work/escape/x.txt" in text  # the root is read-only
+    assert "File too large" in text  # the big write failed, and the cells after it ran (graded in full)
     assert not (hostile_batch["base"] / "escaped.txt").exists() and not Path("/work/escape").exists()
     assert not any(p.name == "big.bin" and p.stat().st_size > 200 * 2**20
                    for p in hostile_batch["result"].scratch.rglob("big.bin"))

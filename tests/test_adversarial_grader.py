@@ -84,11 +84,14 @@ def grader_batch(tmp_path_factory):
                  "_s = socket.socket(socket.AF_UNIX)\n_s.bind(_names[3])\nprint('left', _names)")
     hostile = {
         "leftovers": _untouched_with(leftovers, forge=True),
-        "envdump": _untouched_with(
+        # one snitch (each graded notebook costs a kernel): its environment and every process's, then the
+        # notebooks it can find and every cell it runs, echoed (the hidden tests, if it ever saw them)
+        "snitch": _untouched_with(
             "import glob, os\nprint('ENV', dict(os.environ))\n"
             "for _p in ['/proc/self/environ', '/proc/1/environ'] + glob.glob('/proc/[0-9]*/environ'):\n"
             "    try:\n        print('PROC', _p, open(_p, 'rb').read().replace(b'\\0', b' ').decode(errors='replace'))\n"
-            "    except OSError:\n        print('PROC', _p, 'unreadable')"),
+            "    except OSError:\n        print('PROC', _p, 'unreadable')",
+            ECHO, last='print("\\n".join(In))'),
         "ipcfill": _untouched_with(
             "import os, time\nfrom ipykernel.connect import get_connection_file\n"
             "_ipc = os.path.dirname(get_connection_file())\nprint('IPC', _ipc)\n"
@@ -103,7 +106,6 @@ def grader_batch(tmp_path_factory):
             "time.sleep(1)\nprint('daemons started')"),
         "symlinks": _untouched_with(
             "import os\n" + "".join(f"os.symlink({str(t)!r}, {n!r})\n" for n, t in targets.items()), forge=True),
-        "echo": _untouched_with(ECHO, last='print("\\n".join(In))'),
     }
     nbformat.write(completed(DICE), folder / "steady.ipynb")
     for student, nb in hostile.items():
@@ -140,8 +142,8 @@ def _feedback(out: Path, student: str) -> str:
 
 
 @pytest.mark.parametrize("student, status", [
-    ("steady", "graded"), ("leftovers", "graded"), ("envdump", "graded"), ("ipcfill", "crashed"),
-    ("daemon", "graded"), ("symlinks", "graded"), ("echo", "graded"),
+    ("steady", "graded"), ("leftovers", "graded"), ("snitch", "graded"), ("ipcfill", "crashed"),
+    ("daemon", "graded"), ("symlinks", "graded"),
 ])
 def test_each_submission_gets_its_status_and_no_hostile_one_gains_a_point(grader_batch, student, status):
     row = grader_batch["rows"][student]
@@ -165,9 +167,9 @@ def test_leftover_folders_fifos_sockets_and_sparse_files_fail_the_cells_not_the_
 
 def test_the_kernel_sees_none_of_the_graders_secrets(grader_batch):
     out = grader_batch["out"]
-    text = _outputs(out, "envdump")
+    text = _outputs(out, "snitch")
     assert "ENV {" in text and "'PATH'" in text  # it did print its environment
-    for student in ("envdump", "steady"):
+    for student in ("snitch", "steady"):
         shown = _outputs(out, student) + _feedback(out, student)
         leaked = [name for name, value in grader_batch["planted"].items() if value in shown]
         assert leaked == [], f"{student}: {leaked} reached the kernel"
@@ -214,15 +216,15 @@ def _hidden_only_lines() -> set[str]:
 
 def test_hidden_tests_never_reach_the_feedback_whatever_printed_them(grader_batch):
     out = grader_batch["out"]
-    text = _outputs(out, "echo")
+    text = _outputs(out, "snitch")
     assert "NOTEBOOKS []" in text  # no notebook in the kernel's folder (nbgrader's copy has the hidden tests)
     lines = _hidden_only_lines()
     assert len(lines) > 20
     assert any(line in _squeeze(text) for line in lines)  # the kernel did echo them (the instructor's copy)...
-    for student in ("echo", "steady", "leftovers"):
+    for student in ("snitch", "steady", "leftovers"):
         page = _squeeze(html.unescape(_feedback(out, student)))
         assert [line for line in lines if line in page] == [], student  # ...the student's feedback does not
-    assert _squeeze(HIDDEN_OUTPUT) in _squeeze(html.unescape(_feedback(out, "echo")))
+    assert _squeeze(HIDDEN_OUTPUT) in _squeeze(html.unescape(_feedback(out, "snitch")))
 
 
 # --------------------------------------------------------------------------- two runs, a failing check
