@@ -10,10 +10,14 @@ Every command works on the course found as nbgrader finds its config: the folder
         generate notebooks/ (student versions) from solutions/ with nbgrader
     autograder grade ASSIGNMENT SUBMISSIONS [--workers N] [--gpus auto|none|0,1] [--timeout S]
                      [--param NAME=VALUE ...] [--force] [--out DIR] [--db URL] [--roster CSV]
+                     [--cluster tcp://HOST:PORT | scheduler-file:PATH | slurm]
         autograde every submission with nbgrader; writes autograded/, feedback/, grades.csv,
         status.csv and report.html to --out (default: the course root). Elsewhere than the
         course root, --out also gets an nbgrader_config.py: `jupyter lab` started there shows
         the run in formgrader
+    autograder worker SCHEDULER [--workers N] [--gpus auto|none|0,1] [--no-nanny]
+        start Dask workers for `autograder grade --cluster SCHEDULER`: one per GPU (pinned to
+        it) or per 2 CPU cores, each holding one grading slot, in this course
     autograder config [--json] [--workers N ...]
         the effective settings (course root, c.Autograder.* of nbgrader_config.py, gradebook) and
         where each came from: default, nbgrader_config.py or the command line
@@ -95,6 +99,14 @@ def _parser() -> argparse.ArgumentParser:
                    help="if another run grades into the same --out or gradebook, wait for it (default: refuse)")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    w = commands.add_parser("worker", help="start Dask workers that grade for this course (autograder grade --cluster)")
+    w.add_argument("scheduler", metavar="SCHEDULER", help="the scheduler: tcp://HOST:PORT or scheduler-file:PATH")
+    w.add_argument("--workers", type=int, default=None,
+                   help="workers to start (default: one per GPU, else one per 2 CPU cores)")
+    w.add_argument("--gpus", default="auto", help="auto (every CUDA device), none (CPU only) or indices/UUIDs like 0,1")
+    w.add_argument("--no-nanny", action="store_true", help="no Dask nanny: a worker that dies stays dead")
+    w.add_argument("--local-directory", type=Path, default=None, help="the workers' scratch (default: Dask's)")
+
     c = commands.add_parser("config", help="the effective settings and where each came from")
     c.add_argument("--json", action="store_true", help="print them as JSON")
     _setting_flags(c)
@@ -161,15 +173,28 @@ def grade_command(args, parser) -> int:
         assignment=args.assignment, submissions=args.submissions.resolve(), out=out, db_url=db_url, slots=slots,
         timeout=settings.timeout, cell_timeout=settings.cell_timeout, training_timeout=settings.training_timeout,
         parameters=parameters, force=args.force, progress=not args.no_progress, keep_workspaces=args.keep_workspaces,
-        wait=args.wait, roster=args.roster.resolve() if args.roster else None,
+        wait=args.wait, roster=args.roster.resolve() if args.roster else None, cluster=settings.cluster or None,
     )
     devices = ", ".join(sorted({s.device for s in slots}))
-    print(f"grading {args.assignment}: {len(slots)} worker(s) on {devices}, {slots[0].threads} CPU thread(s) each; "
-          f"gradebook {gradebook.mask_url(db_url)}", flush=True)
+    where = (f"the Dask cluster at {settings.cluster}" if settings.cluster else
+             f"{len(slots)} worker(s) on {devices}, {slots[0].threads} CPU thread(s) each")
+    print(f"grading {args.assignment}: {where}; gradebook {gradebook.mask_url(db_url)}", flush=True)
     try:
         result = grading.grade(opts)
     except RosterError as err:
         parser.error(str(err))
+    except ImportError as err:  # the cluster's libraries
+        print(f"autograder: --cluster needs Dask's distributed (and dask-jobqueue for slurm): {err}", file=sys.stderr)
+        return 1
+    except Exception as err:
+        if not settings.cluster:
+            raise
+        from autograder.cluster import ClusterError
+
+        if not isinstance(err, (ClusterError, OSError)):
+            raise
+        print(f"autograder: the cluster at {settings.cluster} cannot grade: {err}", file=sys.stderr)
+        return 1
     except RunLocked as err:
         print(f"autograder: {err}", file=sys.stderr)
         return 1
@@ -307,6 +332,10 @@ def main(argv: list[str] | None = None) -> int:
             return grade_command(args, parser)
         elif args.command == "export":
             return export_command(args)
+        elif args.command == "worker":
+            from autograder.cluster_worker import worker_command
+
+            return worker_command(args, parser)
         elif args.command == "execute":
             return execute_command(args)
         elif args.command == "doctor":

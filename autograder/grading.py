@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -74,6 +75,7 @@ from autograder.steps.stage import stage_workspace
 from autograder.steps.validate import load_submission
 from autograder.task import GradingOptions, Task, Verdict  # noqa: F401 (Verdict: for grading's callers)
 
+HOST = socket.gethostname()
 FINAL = {"graded", "timeout", "crashed", "invalid"}  # not re-run unless something changed
 
 SUBMISSION_STEPS: list[Callable[[Task, GradingOptions], None]] = [
@@ -143,7 +145,7 @@ def grade(opts: GradingOptions) -> BatchResult:
 
 
 # options that one batch shares: one --out, gradebook, pool of workers and roster
-SHARED_OPTIONS = ("out", "db_url", "slots", "progress", "keep_workspaces", "wait", "course_root", "roster")
+SHARED_OPTIONS = ("out", "db_url", "slots", "progress", "keep_workspaces", "wait", "course_root", "roster", "cluster")
 
 
 def grade_batch(batch: list[GradingOptions]) -> BatchResult:
@@ -175,12 +177,8 @@ def grade_batch(batch: list[GradingOptions]) -> BatchResult:
         # every nbgrader of the batch is forked from one server, which imports nbgrader while we prepare
         launcher = forkserver.ForkServer(cwd=scratch).start()
         try:
-            executor = LocalExecutor(first.slots, launcher=launcher)
-            try:
-                outcomes, skipped = grade_entries(entries, scratch, executor, launcher)
-            finally:
-                executor.close()
-                write_status_csv(first.out)
+            outcomes, skipped = grade_entries(entries, scratch, launcher)
+            write_status_csv(first.out)
             export_grades(first.out, first.db_url, launcher)
         finally:
             launcher.close()
@@ -210,8 +208,28 @@ def _has_training_cells(assignment: str) -> bool:
     return any(nbgrader_plugins.TRAINING_TAG in cell.metadata.get("tags", []) for cell in nb.cells)
 
 
+def make_executor(batch: list[GradingOptions], launcher: forkserver.ForkServer) -> Executor:
+    """The local pool on the batch's slots, or with ``cluster`` set, a Dask cluster's workers
+    (:mod:`autograder.cluster`), checked for this course's grading rules."""
+    first = batch[0]
+    if not first.cluster:
+        return LocalExecutor(first.slots, launcher=launcher)
+    from autograder import cluster
+
+    client, closing = cluster.connect(first.cluster, first.course_root)
+    try:
+        executor = cluster.ClusterExecutor(client, cluster.batch_bundle(batch), closing)
+        for address, why in executor.check_workers(batch).items():
+            print(f"autograder: retired {address}: {why}", file=sys.stderr)
+    except BaseException:
+        for resource in closing:
+            resource.close()
+        raise
+    return executor
+
+
 def grade_entries(entries: list[tuple[GradingOptions, list[submissions.Submission]]], scratch: Path,
-                  executor: Executor, launcher: forkserver.ForkServer | None = None) -> tuple[list[dict], list[str]]:
+                  launcher: forkserver.ForkServer) -> tuple[list[dict], list[str]]:
     """Grade the entries not graded yet (workspaces in ``scratch``), recording each as it
     ends; returns the outcomes and the students skipped (``assignment/student`` where the
     batch has several assignments)."""
@@ -239,7 +257,9 @@ def grade_entries(entries: list[tuple[GradingOptions, list[submissions.Submissio
     desc = f"grading {first.assignment}" if not several else f"grading {len(entries)} assignments"
     bar = tqdm(total=len(tasks), desc=desc, unit="submission", disable=not first.progress,
                file=sys.stderr, dynamic_ncols=True)
-    with bar:
+    if not tasks:
+        return [], skipped
+    with bar, make_executor([opts for opts, _ in entries], launcher) as executor:
         running = [executor.submit(process, task, opts) for task, opts in longest_first(tasks, done)]
         options = {id(task): opts for task, opts in tasks}
         for future in as_completed(running):
@@ -274,7 +294,8 @@ def record(task: Task, opts: GradingOptions, maxima: tuple[float, float]) -> dic
         "score": round(score.score, 3) if score else 0.0, "max_score": max_score,
         "auto_score": round(score.auto_score, 3) if score else 0.0, "auto_max_score": auto_max,
         "needs_manual_grade": bool(score and score.needs_manual_grade),
-        "seconds": round(task.seconds, 1), "device": task.slot.device if task.slot else "",
+        "seconds": round(task.seconds, 1), "host": task.host or (HOST if task.slot else ""),
+        "device": task.slot.device if task.slot else "",
         "enforcement": task.enforcement,
         "graded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "digest": task.digest, "graded": task.graded,

@@ -67,7 +67,7 @@ def weak_limits(rows: list[dict]) -> str:
 
 
 def _shown(row: dict) -> dict:
-    return dict(row, enforcement=row.get("enforcement", ""),
+    return dict(row, enforcement=row.get("enforcement", ""), host=row.get("host", ""),  # status.csv of older runs
                 score_text=f"{float(row['score']):g} / {float(row['max_score']):g}",
                 auto_text=f"{float(row['auto_score']):g} / {float(row['auto_max_score']):g}")
 

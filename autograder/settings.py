@@ -35,6 +35,9 @@ class Autograder(Configurable):
     timeout = Float(3600.0, help="wall-clock seconds one notebook may take in all").tag(config=True)
     cell_timeout = Integer(600, help="seconds one cell may run").tag(config=True)
     training_timeout = Integer(3600, help="seconds one locked cell tagged 'training' may run").tag(config=True)
+    cluster = Unicode(None, allow_none=True,
+                      help="grade on a Dask cluster: tcp://HOST:PORT, scheduler-file:PATH or slurm "
+                           "(c.SlurmWorkers); None: this machine's workers").tag(config=True)
     # the course's side of the harness, not a flag of `autograder grade`
     course_library = Unicode(
         None, allow_none=True,

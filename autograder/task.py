@@ -37,6 +37,7 @@ class GradingOptions:
     wait: bool = False                        # for another run into the same --out or gradebook
     course_root: Path = ROOT                  # whose secrets grade (the hidden split, the probes' salt)
     roster: Path | None = None                # nbgrader's roster CSV: the students' names for formgrader
+    cluster: str | None = None                # a Dask cluster's address (autograder.cluster); None: this machine
 
     @property
     def notebook(self) -> str:
@@ -61,6 +62,7 @@ class Task:
     log: str = ""
     enforcement: str = ""      # how the kernel was limited (ENFORCEMENTS)
     violation: str = ""        # the last limit the kernel hit
+    host: str = ""             # the machine that graded it (where not this one: a cluster's worker)
 
     @property
     def student(self) -> str:
