@@ -22,7 +22,7 @@ GPU_PLATFORMS      ?=
 GPU_IMAGE_PACKAGES ?= tools/gpu_image_packages.txt
 GPU_CHECK_ARGS     ?=
 
-.PHONY: demo train release reference test browser-test bench lint install sandbox browser clean help gpu-bundle gpu-check
+.PHONY: demo train release reference test browser-test bench lint install sandbox browser postgres clean help gpu-bundle gpu-check
 
 help:
 	@echo "make demo   - the main job: release, grade the example submissions of every assignment, report (build/demo)"
@@ -36,7 +36,7 @@ help:
 	@echo "make gpu-bundle - (online) wheels + bubblewrap for an offline GPU host into $(GPU_BUNDLE)/, sizes checked"
 	@echo "make gpu-check  - (GPU host) GPU tests, grading in the sandbox, FPN vs smp speed -> build/gpu-check.json"
 
-install: $(STAMP) sandbox browser
+install: $(STAMP) sandbox browser postgres
 
 # bubblewrap confines the student kernels while grading (autograder/sandbox.py)
 sandbox:
@@ -60,6 +60,18 @@ browser:
 	  fi; \
 	  $(CHROMIUM_FOUND) || echo "warning: Chromium could not be installed (Debian's 'chromium' package; or set CHROMIUM=/path/to/chromium): the browser tests will be skipped." >&2; }
 
+# Debian's PostgreSQL server for the tests of a PostgreSQL gradebook (tests/postgres.py starts its own
+# server with initdb and pg_ctl in a temporary folder; the package's own cluster is not used).
+POSTGRES_FOUND = ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1
+postgres:
+	@$(POSTGRES_FOUND) || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -qq postgresql >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }; \
+	  elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	    sudo apt-get install -y -qq postgresql >/dev/null 2>&1 || { sudo apt-get update -qq && sudo apt-get install -y -qq postgresql >/dev/null; }; \
+	  fi; \
+	  $(POSTGRES_FOUND) || echo "warning: PostgreSQL could not be installed (Debian's 'postgresql' package): the PostgreSQL gradebook tests will be skipped." >&2; }
+
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python tools/install.py -e '.[dev]'  # uv with pip's settings, else pip (tools/install.py)
@@ -77,10 +89,10 @@ release: $(STAMP)
 reference: $(STAMP)
 	$(BIN)/python -m course_lib.demo --budget reference --out build/reference
 
-test: $(STAMP) sandbox browser
+test: $(STAMP) sandbox browser postgres
 	$(BIN)/python -m pytest -q -n $(TEST_PROCESSES) --dist loadscope --no-loadscope-reorder --durations=15 $(PYTEST_ARGS)
 
-browser-test: $(STAMP) sandbox browser
+browser-test: $(STAMP) sandbox browser postgres
 	$(BIN)/python -m pytest -q -m browser --durations=15 tests/test_browser.py $(PYTEST_ARGS)
 
 bench: $(STAMP) sandbox

@@ -21,9 +21,13 @@ Every command works on the course found as nbgrader finds its config: the folder
     autograder config [--json] [--workers N ...]
         the effective settings (course root, c.Autograder.* of nbgrader_config.py, gradebook) and
         where each came from: default, nbgrader_config.py or the command line
-    autograder export [--out DIR] [--db URL]
+    autograder export [--out DIR] [--db URL] [--format canvas --roster CANVAS_EXPORT.csv]
         grades.csv and report.html again from the gradebook, e.g. after manual grading in
-        formgrader
+        formgrader; --format canvas adds canvas-grades.csv (Canvas's gradebook import) and
+        grades-by-question.csv
+    autograder collect ASSIGNMENT ZIP --lms canvas|moodle|blackboard|nbgrader [--roster CSV] [--due ISO]
+        an LMS's bulk download into submitted/<student>/ASSIGNMENT/ (the latest resubmission,
+        late ones flagged, nested zips unpacked); every file's fate in collect-ASSIGNMENT.csv
     autograder execute NOTEBOOK ... [-p NAME VALUE ...] [--out DIR]
         run notebooks with papermill, as CI does
     autograder doctor [--db URL] [--strict] [--json]
@@ -114,6 +118,19 @@ def _parser() -> argparse.ArgumentParser:
     x = commands.add_parser("export", help="grades.csv and report.html again from the gradebook (after manual grading)")
     x.add_argument("--out", type=Path, default=ROOT, help="the folder a grade run wrote (default: the course root)")
     x.add_argument("--db", default=None, help="gradebook URL (default: that of --out, as `grade` chose it)")
+    x.add_argument("--format", choices=("nbgrader", "canvas"), default="nbgrader",
+                   help="canvas: also canvas-grades.csv for Canvas's gradebook import (needs --roster) and "
+                        "grades-by-question.csv")
+    x.add_argument("--roster", type=Path, default=None, help="Canvas's gradebook export (its students and columns)")
+
+    k = commands.add_parser("collect", help="an LMS's bulk download into nbgrader's submitted/ layout")
+    k.add_argument("assignment", metavar="ASSIGNMENT", help=", ".join(ASSIGNMENTS))
+    k.add_argument("download", metavar="ZIP", type=Path, help="the LMS's bulk download of the submissions")
+    k.add_argument("--lms", required=True, choices=("canvas", "moodle", "blackboard", "nbgrader"))
+    k.add_argument("--roster", type=Path, default=None,
+                   help="the LMS's gradebook export: maps its user ids to student ids (default: the LMS's ids)")
+    k.add_argument("--due", default=None, help="the due date (ISO, UTC unless it says): later submissions are late")
+    k.add_argument("--out", type=Path, default=ROOT / "submitted", help="default: the course's submitted/")
     e = commands.add_parser("execute", help="run notebooks with papermill")
     e.add_argument("notebooks", nargs="+", type=Path, metavar="NOTEBOOK")
     e.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
@@ -274,6 +291,41 @@ def export_command(args) -> int:
         print(f"autograder: {err}", file=sys.stderr)
         return 1
     print(f"wrote {grades} and {out / 'report.html'} (scores from the gradebook, manual grades included)")
+    if args.format == "canvas":
+        from autograder import lms
+
+        if not args.roster:
+            print("autograder: --format canvas needs --roster, Canvas's gradebook export", file=sys.stderr)
+            return 2
+        try:
+            canvas = lms.canvas_csv(db_url, args.roster, out / "canvas-grades.csv")
+        except lms.CollectError as err:
+            print(f"autograder: {err}", file=sys.stderr)
+            return 2
+        questions = lms.question_csv(db_url, out / "grades-by-question.csv")
+        print(f"wrote {canvas} (Canvas: Grades > Import) and {questions}")
+    return 0
+
+
+def collect_command(args, parser) -> int:
+    from autograder import lms
+
+    if args.assignment not in course.ASSIGNMENTS:
+        parser.error(f"unknown assignment {args.assignment!r}; the course has {', '.join(course.ASSIGNMENTS)}")
+    try:
+        due = lms.parse_due(args.due) if args.due else None
+        result = lms.collect(args.assignment, course.ASSIGNMENTS[args.assignment], args.download, args.lms,
+                             args.out.resolve(), args.roster, due)
+    except lms.CollectError as err:
+        print(f"autograder: {err}", file=sys.stderr)
+        return 2
+    late = sum(1 for r in result.rows if r["status"] == "collected" and r["late"] == "yes")
+    problems = {s: result.count(s) for s in ("unmatched", "ambiguous", "refused") if result.count(s)}
+    print(f"collected {len(result.students)} submission(s) of {args.assignment} into {args.out} "
+          f"({late} late, {result.count('superseded')} superseded file(s)); every file: {result.report}")
+    if problems:
+        print("not collected: " + ", ".join(f"{n} {s}" for s, n in problems.items()) + f" (see {result.report})",
+              file=sys.stderr)
     return 0
 
 
@@ -332,6 +384,8 @@ def main(argv: list[str] | None = None) -> int:
             return grade_command(args, parser)
         elif args.command == "export":
             return export_command(args)
+        elif args.command == "collect":
+            return collect_command(args, parser)
         elif args.command == "worker":
             from autograder.cluster_worker import worker_command
 

@@ -42,6 +42,54 @@ def course_db_url(course_root: Path = ROOT) -> str:
     return os.environ.get("NBGRADER_DB_URL") or sqlite_url(course_root / "gradebook.db")
 
 
+# pg_advisory_lock's key for making the schema: any 64-bit number all graders agree on ("nbgrader")
+SCHEMA_LOCK = int.from_bytes(b"nbgrader", "big") & (2**63 - 1)
+
+
+def ensure_schema(db_url: str) -> None:
+    """Create the gradebook's schema, once, before any grader opens it: nbgrader's first open
+    of an empty PostgreSQL database creates named enum types and its course row, and parallel
+    first opens fail with unique violations. On PostgreSQL the creation runs under an advisory
+    lock, so that one process creates and the others find it made; an older schema is upgraded
+    (``nbgrader db upgrade``) under the same lock."""
+    from sqlalchemy import create_engine, text
+
+    from autograder.nbgrader_runner import alembic_on_path
+
+    url = make_url(db_url)
+    if url.get_backend_name() != "postgresql":
+        with alembic_on_path(), Gradebook(db_url):
+            return
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK})
+            try:
+                with alembic_on_path():
+                    from nbgrader.api import get_alembic_version
+
+                    tables = set(conn.dialect.get_table_names(conn))
+                    if "alembic_version" in tables:
+                        current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+                        if current != get_alembic_version():
+                            _upgrade(db_url)
+                    with Gradebook(db_url):
+                        pass
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK})
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
+def _upgrade(db_url: str) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="autograder-db-upgrade-") as scratch:
+        course = make_course_copy(Path(scratch))
+        run_nbgrader(course, "db", "upgrade", env=nbgrader_env(course, {"NBGRADER_DB_URL": db_url}), timeout=600)
+
+
 def make_course_copy(target: Path, assignment: str | None = None) -> Path:
     """A throwaway course root: the course's nbgrader config and, if given, one assignment's source."""
     target.mkdir(parents=True, exist_ok=True)

@@ -166,6 +166,7 @@ def grade_batch(batch: list[GradingOptions]) -> BatchResult:
     entries = [(opts, submissions.discover(opts.submissions, opts.assignment)) for opts in batch]
     rows = roster.read_roster(first.roster) if first.roster else []  # a bad roster stops the run before it starts
     with exclusive_run(first.out, first.db_url, wait=first.wait):  # one run at a time per --out and gradebook
+        gradebook.ensure_schema(first.db_url)  # once, before any grader opens it
         if first.out.resolve() != ROOT.resolve():
             roster.write_formgrader_config(first.out, first.db_url)
         if rows:

@@ -33,8 +33,8 @@ def _seed_and_threads():
 
 # The longest modules first: test processes take tests in this order, so the long ones do
 # not start last and leave one process working alone at the end.
-LONGEST_FIRST = ("test_harness", "test_browser", "test_notebooks", "test_adversarial", "test_adversarial_grader",
-                 "test_trusted")
+LONGEST_FIRST = ("test_harness", "test_browser", "test_notebooks", "test_adversarial", "test_cluster",
+                 "test_adversarial_grader", "test_trusted", "test_postgres")
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist hands out the modules
@@ -75,3 +75,24 @@ def pytest_collection_finish(session):
     chosen = frozenset(item.callspec.params["assignment"] for item in session.items
                        if "test_browser.py::test_student_runs_all_cells" in item.nodeid and hasattr(item, "callspec"))
     session.config.stash[SOLUTIONS_RUN_IN_BROWSER] = chosen if chromium_path() is not None else frozenset()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server (tests/postgres.py) for this test process; ``PGPASSFILE`` holds
+    its password, so that no URL, command line or log carries it."""
+    from tests.postgres import PostgresServer, binaries
+
+    if binaries() is None:
+        pytest.skip("PostgreSQL's server is not installed (Debian's 'postgresql' package: `make test` installs it)")
+    server = PostgresServer().start()
+    saved = os.environ.get("PGPASSFILE")
+    os.environ["PGPASSFILE"] = str(server.passfile)
+    try:
+        yield server
+    finally:
+        server.stop()
+        if saved is None:
+            os.environ.pop("PGPASSFILE", None)
+        else:
+            os.environ["PGPASSFILE"] = saved

@@ -10,6 +10,7 @@ carries the course's settings (no Slurm needed).
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -97,8 +98,11 @@ def scheduler(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cluster_batch(scheduler, tmp_path_factory):
+def cluster_batch(scheduler, postgres, tmp_path_factory):
+    """The class graded on the cluster into a PostgreSQL gradebook (its password in PGPASSFILE
+    only), a worker killed mid-batch; then the local pool grades one of the notebooks into SQLite."""
     base = tmp_path_factory.mktemp("cluster-batch")
+    db_url = postgres.create_database("cluster")
     folder = write_class(base / "class", DICE, KINDS)
     (folder / "eve.ipynb").write_text('{"cells": [')  # refused by the client: no worker sees it
     # two workers for this course, without nannies (a killed worker stays dead) ...
@@ -117,7 +121,7 @@ def cluster_batch(scheduler, tmp_path_factory):
             client.wait_for_workers(3, timeout=120)
         out = base / "out"
         cmd = [sys.executable, "-m", "autograder.cli", "grade", DICE, str(folder), "--out", str(out),
-               "--cluster", scheduler["address"], "--no-progress",
+               "--cluster", scheduler["address"], "--no-progress", "--db", db_url,
                *[f"--param={k}={v!r}" for k, v in SMALL_PARAMETERS[DICE].items()]]
         run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         # kill a worker while it grades: its kernel is running, nothing of it recorded yet
@@ -143,7 +147,8 @@ def cluster_batch(scheduler, tmp_path_factory):
             out=local_out, db_url=sqlite_url(local_out / "gradebook.db"), slots=grading.make_slots(1, []),
             parameters=SMALL_PARAMETERS[DICE], progress=False))
         yield {"out": out, "returncode": run.returncode, "stdout": stdout, "stderr": stderr, "left": left,
-               "local": local, "local_db": sqlite_url(local_out / "gradebook.db")}
+               "local": local, "local_db": sqlite_url(local_out / "gradebook.db"), "local_out": local_out,
+               "db_url": db_url, "password": postgres.password, "base": base}
     finally:
         _stop(workers)
         _stop(stranger)
@@ -157,7 +162,7 @@ def test_a_cluster_grades_the_class_once_each_as_the_local_pool_does(cluster_bat
     assert rows["eve"]["status"] == "invalid" and "not valid JSON" in rows["eve"]["reason"]
     assert all(rows[s]["status"] == "graded" for s in KINDS), rows
     assert all(rows[s]["host"] == socket.gethostname() and rows[s]["device"] == "cpu" for s in KINDS), rows
-    cluster_grades = _grades(sqlite_url(cluster_batch["out"] / "gradebook.db"))
+    cluster_grades = _grades(cluster_batch["db_url"])
     local_grades = _grades(cluster_batch["local_db"])
     assert local_grades and {k: v for k, v in cluster_grades.items() if k[0] == "ada"} == local_grades
     total = {s: sum(v for (who, _), v in cluster_grades.items() if who == s) for s in KINDS}
@@ -165,6 +170,21 @@ def test_a_cluster_grades_the_class_once_each_as_the_local_pool_does(cluster_bat
     for student in KINDS:  # the files came back from the workers into --out
         assert (cluster_batch["out"] / "autograded" / student / DICE / "dice_iou.ipynb").is_file()
         assert (cluster_batch["out"] / "feedback" / student / DICE / "dice_iou.html").is_file()
+
+
+def test_the_postgres_gradebook_exports_what_the_sqlite_one_does_and_never_shows_its_password(cluster_batch):
+    def export(folder: Path) -> dict[str, dict]:
+        with open(folder / "grades.csv", newline="") as f:
+            return {r["student_id"]: {k: v for k, v in r.items() if k != "timestamp"} for r in csv.DictReader(f)}
+
+    on_postgres, on_sqlite = export(cluster_batch["out"]), export(cluster_batch["local_out"])
+    assert sorted(on_postgres) == sorted([*KINDS, "eve"]) and on_postgres["ada"] == on_sqlite["ada"]
+    assert float(on_postgres["ada"]["score"]) > float(on_postgres["bo"]["score"]) > 0
+    password = cluster_batch["password"]
+    assert password not in cluster_batch["stdout"] + cluster_batch["stderr"]
+    for path in cluster_batch["base"].rglob("*"):  # --out, the workers' logs, the class
+        if path.is_file() and not path.is_symlink():
+            assert password.encode() not in path.read_bytes(), path
 
 
 def test_the_killed_workers_kernel_died_with_it_and_the_stranger_was_retired(cluster_batch):

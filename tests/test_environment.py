@@ -17,6 +17,7 @@ CONDA_NAMES = {"torch": "pytorch"}  # PyPI name -> conda-forge name
 
 def _split(requirement: str) -> tuple[str, str]:
     requirement = requirement.split(";")[0]  # an environment marker: conda installs it everywhere
+    requirement = re.sub(r"\[[^\]]*\]", "", requirement)  # extras (psycopg[binary]): conda's package has them
     name, spec = re.match(r"\s*([A-Za-z0-9_.\-]+)\s*(.*)", requirement).groups()
     return name.lower().replace("_", "-"), spec.replace(" ", "")
 
