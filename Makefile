@@ -29,7 +29,7 @@ help:
 	@echo "make train  - train the FPN and the single-scale baseline briefly, plots in build/train"
 	@echo "make test   - the test suite"
 	@echo "make browser-test - only the browser tests: JupyterLab, widgets, Validate, formgrader, exchange (build/browser)"
-	@echo "make bench  - benchmarks: models vs smp/MONAI (build/bench.json), grading harness vs plain nbgrader (build/bench_grading.json), starting nbgrader processes (build/bench_forkserver.json)"
+	@echo "make bench  - benchmarks: models vs smp/MONAI (build/bench.json), grading harness vs plain nbgrader (build/bench_grading.json), starting nbgrader processes (build/bench_forkserver.json), the Dask cluster path vs the local pool (build/bench_cluster.json)"
 	@echo "make reference - train the reference FPN and the single-scale baseline with the CPU budget"
 	@echo "make release - regenerate notebooks/ (student versions) from solutions/ with nbgrader"
 	@echo "make lint   - ruff"
@@ -99,6 +99,7 @@ bench: $(STAMP) sandbox
 	$(BIN)/python benchmarks/bench_models.py --out build/bench.json
 	$(BIN)/python benchmarks/bench_grading.py --out build/bench_grading.json
 	$(BIN)/python benchmarks/bench_forkserver.py --out build/bench_forkserver.json
+	$(BIN)/python benchmarks/bench_cluster.py --out build/bench_cluster.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check course_lib autograder tests benchmarks tools

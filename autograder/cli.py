@@ -65,6 +65,13 @@ def _name_value(text: str) -> tuple[str, object]:
     return name.strip(), parse_value(value.strip())
 
 
+def _assignment_column(text: str) -> tuple[str, str]:
+    assignment, sep, column = text.partition("=")
+    if not sep or not assignment.strip() or not column.strip():
+        raise argparse.ArgumentTypeError(f"expected ASSIGNMENT=COLUMN, got {text!r}")
+    return assignment.strip(), column.strip()
+
+
 def _course_dir_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--course-dir", type=Path, default=None,
                         help="the course root (default: the folder holding nbgrader_config.py and solutions/, "
@@ -122,6 +129,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="canvas: also canvas-grades.csv for Canvas's gradebook import (needs --roster) and "
                         "grades-by-question.csv")
     x.add_argument("--roster", type=Path, default=None, help="Canvas's gradebook export (its students and columns)")
+    x.add_argument("--column", action="append", default=[], type=_assignment_column, metavar="ASSIGNMENT=COLUMN",
+                   help="the Canvas column of an assignment, e.g. '03_dice_iou=Dice and IoU (5555)' (repeatable; "
+                        "default: the column named after the assignment)")
 
     k = commands.add_parser("collect", help="an LMS's bulk download into nbgrader's submitted/ layout")
     k.add_argument("assignment", metavar="ASSIGNMENT", help=", ".join(ASSIGNMENTS))
@@ -129,7 +139,10 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--lms", required=True, choices=("canvas", "moodle", "blackboard", "nbgrader"))
     k.add_argument("--roster", type=Path, default=None,
                    help="the LMS's gradebook export: maps its user ids to student ids (default: the LMS's ids)")
-    k.add_argument("--due", default=None, help="the due date (ISO, UTC unless it says): later submissions are late")
+    k.add_argument("--due", default=None, help="the due date (ISO, UTC unless it says; a date alone: its end): "
+                   "later submissions are late")
+    k.add_argument("--lms-timezone", default="UTC",
+                   help="the time zone of the times the LMS writes (Moodle, Blackboard), e.g. Europe/Berlin")
     k.add_argument("--out", type=Path, default=ROOT / "submitted", help="default: the course's submitted/")
     e = commands.add_parser("execute", help="run notebooks with papermill")
     e.add_argument("notebooks", nargs="+", type=Path, metavar="NOTEBOOK")
@@ -200,6 +213,9 @@ def grade_command(args, parser) -> int:
         result = grading.grade(opts)
     except RosterError as err:
         parser.error(str(err))
+    except RunLocked as err:
+        print(f"autograder: {err}", file=sys.stderr)
+        return 1
     except ImportError as err:  # the cluster's libraries
         print(f"autograder: --cluster needs Dask's distributed (and dask-jobqueue for slurm): {err}", file=sys.stderr)
         return 1
@@ -211,9 +227,6 @@ def grade_command(args, parser) -> int:
         if not isinstance(err, (ClusterError, OSError)):
             raise
         print(f"autograder: the cluster at {settings.cluster} cannot grade: {err}", file=sys.stderr)
-        return 1
-    except RunLocked as err:
-        print(f"autograder: {err}", file=sys.stderr)
         return 1
     counts: dict[str, int] = {}
     for o in result.outcomes:
@@ -298,12 +311,17 @@ def export_command(args) -> int:
             print("autograder: --format canvas needs --roster, Canvas's gradebook export", file=sys.stderr)
             return 2
         try:
-            canvas = lms.canvas_csv(db_url, args.roster, out / "canvas-grades.csv")
+            canvas = lms.canvas_csv(db_url, args.roster, out / "canvas-grades.csv", dict(args.column))
         except lms.CollectError as err:
             print(f"autograder: {err}", file=sys.stderr)
             return 2
         questions = lms.question_csv(db_url, out / "grades-by-question.csv")
-        print(f"wrote {canvas} (Canvas: Grades > Import) and {questions}")
+        print(f"wrote {canvas.path} (Canvas: Grades > Import) and {questions}")
+        if canvas.pending:
+            print(f"autograder: left empty (manual grading not finished): {', '.join(canvas.pending)}", file=sys.stderr)
+        if canvas.not_in_roster:
+            print(f"autograder: not in the Canvas roster, not exported: {', '.join(canvas.not_in_roster)}",
+                  file=sys.stderr)
     return 0
 
 
@@ -315,11 +333,11 @@ def collect_command(args, parser) -> int:
     try:
         due = lms.parse_due(args.due) if args.due else None
         result = lms.collect(args.assignment, course.ASSIGNMENTS[args.assignment], args.download, args.lms,
-                             args.out.resolve(), args.roster, due)
+                             args.out.resolve(), args.roster, due, args.lms_timezone)
     except lms.CollectError as err:
         print(f"autograder: {err}", file=sys.stderr)
         return 2
-    late = sum(1 for r in result.rows if r["status"] == "collected" and r["late"] == "yes")
+    late = len({r["student"] for r in result.rows if r["status"] == "collected" and r["late"] == "yes"})
     problems = {s: result.count(s) for s in ("unmatched", "ambiguous", "refused") if result.count(s)}
     print(f"collected {len(result.students)} submission(s) of {args.assignment} into {args.out} "
           f"({late} late, {result.count('superseded')} superseded file(s)); every file: {result.report}")

@@ -30,21 +30,24 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shlex
 import shutil
 import socket
 import sys
 import tempfile
 import threading
+import time
 import traceback
 import uuid
 from concurrent.futures import Future
 from pathlib import Path
 
+import cloudpickle
 from distributed import WorkerPlugin
 from traitlets import Integer, List, Unicode
 from traitlets.config import Configurable
 
-from autograder import course, forkserver, gpus, submissions, verdicts
+from autograder import cluster_task, course, forkserver, gpus, submissions, verdicts
 from autograder.executors import Executor
 from autograder.rules import rules_digest, source_digest
 from autograder.slots import Slot
@@ -58,6 +61,7 @@ PLUGIN = "autograder"
 # what a worker sends back: nbgrader's folders of the submission and its private gradebook
 RETURNED_FOLDERS = ("submitted", "autograded", "feedback")
 RETURNED_FILES = ("gradebook.db", "sandbox-report.jsonl", "autograde.log")
+RETURNED_FIELDS = ("status", "reason", "graded", "seconds", "log", "enforcement", "violation", "host", "worker")
 
 
 class ClusterError(RuntimeError):
@@ -89,7 +93,7 @@ def connect(address: str, course_root: Path | None = None):
     if address == "slurm":
         cluster = slurm_cluster(course_root or course.course_root())
         client = Client(cluster)
-        return client, [client, cluster]
+        return client, [client, cluster]  # closing the cluster cancels its jobs
     if address.startswith("scheduler-file:"):
         path = address.removeprefix("scheduler-file:")
         if not Path(path).is_file():
@@ -115,14 +119,15 @@ def slurm_cluster(course_root: Path, config=None, start: bool = True):
     extra = ["--resources", f"{SLOT_RESOURCE}=1"]
     if conf.lifetime:
         extra += ["--lifetime", conf.lifetime, "--lifetime-stagger", "2m"]
+    root = shlex.quote(str(course_root))
     cluster = SLURMCluster(
         queue=conf.queue, account=conf.account, cores=conf.cores_per_job, processes=workers, memory=conf.memory,
         walltime=conf.walltime, job_extra_directives=directives, worker_extra_args=extra, python=sys.executable,
-        job_script_prologue=[*conf.prologue, f"cd {course_root}", f"export {course.COURSE_DIR_ENV}={course_root}",
+        job_script_prologue=[*conf.prologue, f"cd {root}", f"export {course.COURSE_DIR_ENV}={root}",
                              f"export {WORKER_THREADS_ENV}={max(1, conf.cores_per_job // workers)}"],
     )
-    if start:
-        cluster.scale(jobs=conf.jobs)
+    if start:  # adaptive: jobs whose workers retired at their lifetime (or died) are replaced while work is left
+        cluster.adapt(minimum_jobs=1, maximum_jobs=conf.jobs)
     return cluster
 
 
@@ -146,17 +151,25 @@ class ClusterExecutor(Executor):
     ``client``: a connected :class:`distributed.Client`; ``closing``: what to close with the
     executor; ``bundle``: :func:`batch_bundle`, sent once to the workers."""
 
-    def __init__(self, client, bundle: dict[str, bytes], closing: list | None = None):
+    REFUSALS = 3  # a task refused by this many workers (other rules) ends with status error
+
+    def __init__(self, client, bundle: dict[str, bytes], closing: list | None = None,
+                 no_worker_timeout: float = 600.0):
         self._client = client
         self._closing = closing or []
-        self._pending: set[Future] = set()
+        self._pending: dict[Future, object] = {}  # our future -> the Dask future that computes it
         self._lock = threading.Lock()
         self._rules: dict[tuple[str, str], str] = {}
         self._token = uuid.uuid4().hex
-        client.register_plugin(GradingWorker(), name=PLUGIN)
+        # a plugin of this batch's own: another batch on the same scheduler has its own folder and fork server
+        self._plugin = f"{PLUGIN}-{self._token[:12]}"
+        client.register_plugin(GradingWorker(), name=self._plugin)
         # sent once to each worker that grades; a task, not scattered data, so that a worker lost
         # with it never loses it: the scheduler holds the task and makes it again
-        self._bundle = client.submit(_same, bundle, pure=False, key=f"autograder-bundle-{self._token}")
+        self._bundle = client.submit(cluster_task.same, bundle, pure=False, key=f"autograder-bundle-{self._token}")
+        self._no_worker_timeout = no_worker_timeout
+        self._closed = threading.Event()
+        threading.Thread(target=self._watch, daemon=True, name="cluster-watchdog").start()
 
     def expected_rules(self, opts: GradingOptions) -> str:
         key = (opts.assignment, str(opts.course_root))
@@ -164,13 +177,25 @@ class ClusterExecutor(Executor):
             self._rules[key] = rules_digest(source_digest(opts.assignment), opts.course_root)
         return self._rules[key]
 
-    def check_workers(self, batch: list[GradingOptions]) -> dict[str, str]:
-        """Ask every worker now connected which rules it grades by; retire those that differ
-        from this client's. Returns {address: why retired}; raises :class:`ClusterError` when no
-        worker is left."""
+    def grading_workers(self) -> list[str]:
+        """The workers that can take a submission (they hold a grading slot)."""
+        workers = self._client.scheduler_info(n_workers=-1)["workers"]
+        return [a for a, w in workers.items() if (w.get("resources") or {}).get(SLOT_RESOURCE)]
+
+    def check_workers(self, batch: list[GradingOptions], wait: float | None = None) -> dict[str, str]:
+        """Wait (up to ``wait`` s, default the no-worker timeout) for a worker with a grading slot,
+        ask every such worker which rules it grades by, and retire those that differ from this
+        client's. Returns {address: why retired}; raises :class:`ClusterError` when none is left."""
+        deadline = time.monotonic() + (self._no_worker_timeout if wait is None else wait)
+        while not self.grading_workers() and time.monotonic() < deadline:  # Slurm jobs may still be queued
+            time.sleep(1.0)
+        graders = self.grading_workers()
+        if not graders:
+            raise ClusterError(f"no worker with a {SLOT_RESOURCE} resource joined the cluster "
+                               "(start them with `autograder worker`)")
         expected = {opts.assignment: self.expected_rules(opts) for opts in batch}
         course_root = str(batch[0].course_root)
-        answers = self._client.run(worker_rules, list(expected), course_root)
+        answers = self._client.run(worker_rules, list(expected), course_root, workers=graders)
         refused = {}
         for address, answer in answers.items():
             differs = sorted(a for a, digest in answer["rules"].items() if digest != expected[a])
@@ -192,22 +217,40 @@ class ClusterExecutor(Executor):
             task.status, task.reason = verdict.status, verdict.reason
             done.set_result(task)
             return done
-        remote = self._client.submit(
-            grade_on_worker, step, _for_worker(task), opts, self.expected_rules(opts), self._bundle, self._token,
-            resources={SLOT_RESOURCE: 1}, pure=False, key=f"grade-{opts.assignment}-{task.student}-{uuid.uuid4().hex[:8]}")
-        with self._lock:
-            self._pending.add(done)
-        remote.add_done_callback(lambda finished: self._finish(finished, task, done))
+        except Exception as err:  # as process() does: a fault of the harness, this submission's status
+            task.status, task.reason = "error", f"harness fault: {type(err).__name__}: {err}"
+            done.set_result(task)
+            return done
+        self._send(step, task, opts, done, refusals=0)
         return done
 
-    def _finish(self, remote, task: Task, done: Future) -> None:
+    def _send(self, step, task: Task, opts: GradingOptions, done: Future, refusals: int) -> None:
+        # what the worker needs, no more: never the gradebook's URL (it may hold a password) nor the local slots
+        shipped = dataclasses.replace(opts, db_url="", slots=[], roster=None)
+        # pickled here: the scheduler never imports the harness (which looks for a course on import)
+        payload = cloudpickle.dumps((grade_on_worker, (step, _for_worker(task), shipped, self.expected_rules(opts),
+                                                       self._token, self._plugin)))
+        remote = self._client.submit(
+            cluster_task.run, payload, self._bundle, resources={SLOT_RESOURCE: 1}, pure=False,
+            key=f"grade-{opts.assignment}-{task.student}-{uuid.uuid4().hex[:8]}")
+        with self._lock:
+            self._pending[done] = remote
+        remote.add_done_callback(lambda finished: self._finish(finished, step, task, opts, done, refusals))
+
+    def _finish(self, remote, step, task: Task, opts: GradingOptions, done: Future, refusals: int) -> None:
         """In a callback thread: the worker's answer into the task (its files into the
-        client's workspace); any failure of the cluster is the task's status ``error``."""
+        client's workspace); any failure of the cluster is the task's status ``error``. A
+        worker that refused the task (other rules) is retired and the task sent again."""
         from distributed.scheduler import KilledWorker
 
         try:
             try:
-                unpack(remote.result(), task)
+                answer = remote.result()
+                if answer.get("refused") and refusals + 1 < self.REFUSALS and not self._closed.is_set():
+                    self._client.retire_workers(workers=[answer["refused"]], close_workers=True)
+                    self._send(step, task, opts, done, refusals + 1)
+                    return
+                unpack(answer, task)
             except KilledWorker as err:
                 task.status, task.graded = "error", False
                 task.reason = (f"the cluster lost every worker that ran it (Dask KilledWorker: {err}); "
@@ -218,10 +261,26 @@ class ClusterExecutor(Executor):
         except BaseException:  # never leave the batch waiting on this future
             task.status, task.graded = "error", False
             task.reason = f"cluster fault: {traceback.format_exc().strip().splitlines()[-1]}"
-        finally:
+        with self._lock:
+            self._pending.pop(done, None)
+        done.set_result(task)
+
+    def _watch(self) -> None:
+        """Cancel what is left when no worker with a grading slot has been connected for the
+        no-worker timeout (Dask would keep such tasks waiting for ever): they end ``error``."""
+        alone_since = None
+        while not self._closed.wait(5.0):
             with self._lock:
-                self._pending.discard(done)
-            done.set_result(task)
+                waiting = list(self._pending.values())
+            try:
+                alone = bool(waiting) and not self.grading_workers()
+            except Exception:  # the scheduler itself is gone: the futures fail on their own
+                alone = False
+            alone_since = (alone_since or time.monotonic()) if alone else None
+            if alone_since is not None and time.monotonic() - alone_since > self._no_worker_timeout:
+                for remote in waiting:
+                    remote.cancel(reason=f"no worker with a {SLOT_RESOURCE} for {self._no_worker_timeout:g} s")
+                alone_since = None
 
     def close(self) -> None:
         from concurrent.futures import wait
@@ -231,15 +290,16 @@ class ClusterExecutor(Executor):
                 pending = list(self._pending)
             wait(pending)
         finally:
+            self._closed.set()
+            try:
+                self._client.unregister_worker_plugin(self._plugin)
+            except Exception:
+                pass
             for resource in self._closing:
                 try:
                     resource.close()
                 except Exception:
                     pass
-
-
-def _same(value):
-    return value
 
 
 def _for_worker(task: Task) -> Task:
@@ -250,8 +310,9 @@ def _for_worker(task: Task) -> Task:
 def unpack(answer: dict, task: Task) -> None:
     """A worker's answer (:func:`pack`) into ``task``: its fields, and its files written under
     the client's ``task.workspace`` (relative paths only, nothing outside it)."""
-    for name, value in answer["fields"].items():
-        setattr(task, name, value)
+    for name in RETURNED_FIELDS:
+        if name in answer["fields"]:
+            setattr(task, name, answer["fields"][name])
     task.slot = Slot(answer["gpu"], answer["threads"]) if "threads" in answer else None
     root = task.workspace.resolve()
     for name, data in answer["files"].items():
@@ -288,13 +349,25 @@ class GradingWorker(WorkerPlugin):
     def setup(self, worker) -> None:
         self.slot = worker_slot(str(worker.name))
         self.scratch = Path(tempfile.mkdtemp(prefix="autograder-", dir=worker.local_directory))
-        self.launcher: forkserver.ForkServer | None = None
         self.outs: dict[str, Path] = {}
         self.lock = threading.Lock()
+        self.launcher = forkserver.ForkServer(cwd=self.scratch)
+        # the server dies with the thread that starts it (PR_SET_PDEATHSIG): a thread of its own,
+        # alive until teardown, not one of Dask's task threads
+        self._stop = threading.Event()
+        started = threading.Event()
+
+        def keep() -> None:
+            self.launcher.start()
+            started.set()
+            self._stop.wait()
+
+        threading.Thread(target=keep, daemon=True, name="autograder-forkserver").start()
+        started.wait(60)
 
     def teardown(self, worker) -> None:
-        if self.launcher is not None:
-            self.launcher.close()
+        self.launcher.close()
+        self._stop.set()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
     def out_folder(self, token: str, bundle: dict[str, bytes]) -> Path:
@@ -306,8 +379,6 @@ class GradingWorker(WorkerPlugin):
                     (folder / name).parent.mkdir(parents=True, exist_ok=True)
                     (folder / name).write_bytes(data)
                 self.outs[token] = folder
-            if self.launcher is None:
-                self.launcher = forkserver.ForkServer(cwd=self.scratch)
             return self.outs[token]
 
 
@@ -317,20 +388,22 @@ def worker_rules(assignments: list[str], course_root: str) -> dict:
             "rules": {a: rules_digest(source_digest(a), Path(course_root)) for a in assignments}}
 
 
-def grade_on_worker(step, task: Task, opts: GradingOptions, expected: str, bundle: dict[str, bytes],
-                    token: str) -> dict:
+def grade_on_worker(step, task: Task, opts: GradingOptions, expected: str, token: str, plugin: str,
+                    bundle: dict[str, bytes]) -> dict:
     """On a worker: the per-submission ``step`` in a fresh folder, its result as plain data."""
     from distributed import get_worker
 
     worker = get_worker()
-    state: GradingWorker = worker.plugins[PLUGIN]
+    state: GradingWorker = worker.plugins[plugin]
     host = socket.gethostname()
     rules = rules_digest(source_digest(opts.assignment), opts.course_root)
-    if rules != expected:
-        return {"fields": {"status": "error", "graded": False, "reason": (
-            f"refused by worker {worker.address} on {host}: it grades by other rules (its harness, course "
-            "library, probes or course config differ from the client's); not graded, re-run")},
-            "files": {}, "gpu": state.slot.gpu, "threads": state.slot.threads, "host": host}
+    if rules != expected:  # the client retires this worker and sends the task elsewhere
+        return {"refused": worker.address, "fields": {"status": "error", "graded": False, "host": host,
+                "worker": str(worker.name), "reason": (
+                    f"refused by worker {worker.name} on {host}: it grades by other rules (its harness, course "
+                    "library, probes or course config differ from the client's); not graded, re-run")},
+                "files": {}, "gpu": state.slot.gpu, "threads": state.slot.threads}
+    task.worker = str(worker.name)
     local = dataclasses.replace(opts, out=state.out_folder(token, bundle))
     task.workspace = Path(tempfile.mkdtemp(prefix=f"{task.student[:40]}-", dir=state.scratch))
     task.slot, task.launcher = state.slot, state.launcher
@@ -354,7 +427,6 @@ def pack(task: Task, host: str) -> dict:
     for name in RETURNED_FILES:
         if submissions.is_regular_file(ws / name):
             files[name] = (ws / name).read_bytes()
-    fields = {name: getattr(task, name) for name in
-              ("status", "reason", "graded", "seconds", "log", "enforcement", "violation")}
-    fields["host"] = host
+    task.host = host
+    fields = {name: getattr(task, name) for name in RETURNED_FIELDS}
     return {"fields": fields, "files": files, "gpu": task.slot.gpu, "threads": task.slot.threads, "host": host}

@@ -47,37 +47,32 @@ SCHEMA_LOCK = int.from_bytes(b"nbgrader", "big") & (2**63 - 1)
 
 
 def ensure_schema(db_url: str) -> None:
-    """Create the gradebook's schema, once, before any grader opens it: nbgrader's first open
-    of an empty PostgreSQL database creates named enum types and its course row, and parallel
-    first opens fail with unique violations. On PostgreSQL the creation runs under an advisory
-    lock, so that one process creates and the others find it made; an older schema is upgraded
-    (``nbgrader db upgrade``) under the same lock."""
+    """Create the gradebook's schema on a database server, once, before any grader opens it:
+    nbgrader's first open of an empty PostgreSQL database creates named enum types and its
+    course row, and parallel first opens fail with unique violations. The creation runs under a
+    transaction-scoped advisory lock, so that one process creates and the others find it made
+    (the lock ends with the transaction, also when the creation fails); an older schema is
+    upgraded (``nbgrader db upgrade``) under the same lock. An SQLite file has one writer, the
+    harness, which makes it as before."""
     from sqlalchemy import create_engine, text
 
     from autograder.nbgrader_runner import alembic_on_path
 
     url = make_url(db_url)
     if url.get_backend_name() != "postgresql":
-        with alembic_on_path(), Gradebook(db_url):
-            return
+        return
     engine = create_engine(url)
     try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": SCHEMA_LOCK})
-            try:
-                with alembic_on_path():
-                    from nbgrader.api import get_alembic_version
+        with engine.begin() as conn, alembic_on_path():
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SCHEMA_LOCK})
+            from nbgrader.api import get_alembic_version
 
-                    tables = set(conn.dialect.get_table_names(conn))
-                    if "alembic_version" in tables:
-                        current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
-                        if current != get_alembic_version():
-                            _upgrade(db_url)
-                    with Gradebook(db_url):
-                        pass
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": SCHEMA_LOCK})
-                conn.commit()
+            if "alembic_version" in set(conn.dialect.get_table_names(conn)):
+                current = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+                if current != get_alembic_version():
+                    _upgrade(db_url)
+            with Gradebook(db_url):
+                pass
     finally:
         engine.dispose()
 

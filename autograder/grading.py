@@ -28,6 +28,7 @@ grades are in the gradebook, and recording replaces earlier grades.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import socket
@@ -124,7 +125,7 @@ def prepare(opts: GradingOptions, source: str, launcher: forkserver.ForkServer |
     template = meta / "gradebook.db"
     for db_url, stamp, fresh in ((gradebook.sqlite_url(template), meta / "template.stamp", True),
                                  (opts.db_url, meta / "course-gradebook.stamp", False)):
-        key = f"{source} {db_url}"
+        key = f"{source} {hashlib.sha256(db_url.encode()).hexdigest()}"  # never the URL: it may hold a password
         if stamp.exists() and stamp.read_text() == key and gradebook.has_assignment(db_url, opts.assignment):
             continue
         course_file = db_url.removeprefix("sqlite:///") if db_url.startswith("sqlite:///") else None
@@ -295,7 +296,7 @@ def record(task: Task, opts: GradingOptions, maxima: tuple[float, float]) -> dic
         "score": round(score.score, 3) if score else 0.0, "max_score": max_score,
         "auto_score": round(score.auto_score, 3) if score else 0.0, "auto_max_score": auto_max,
         "needs_manual_grade": bool(score and score.needs_manual_grade),
-        "seconds": round(task.seconds, 1), "host": task.host or (HOST if task.slot else ""),
+        "seconds": round(task.seconds, 1), "host": task.host or (HOST if task.slot else ""), "worker": task.worker,
         "device": task.slot.device if task.slot else "",
         "enforcement": task.enforcement,
         "graded_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

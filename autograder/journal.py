@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 STATUS_COLUMNS = ("assignment", "student", "status", "reason", "score", "max_score", "auto_score",
-                  "auto_max_score", "needs_manual_grade", "seconds", "host", "device", "enforcement", "graded_at")
+                  "auto_max_score", "needs_manual_grade", "seconds", "host", "worker", "device", "enforcement", "graded_at")
 # how the kernel's memory and processes were limited: a cgroup, the rlimit fallback, or not at all
 
 

@@ -57,7 +57,8 @@ class Entry:
     lms_user: str = ""              # the LMS's id of the student
     name: str = ""                  # the student's name as the LMS wrote it
     filename: str = ""              # the file's own name (a resubmission's suffix removed)
-    attempt: tuple = ()             # orders resubmissions: the largest is the latest
+    attempt: tuple = ()             # orders a student's attempts (Blackboard's dates): the latest is kept
+    version: tuple = ()             # orders uploads of one file name (Canvas's -N suffix): the latest is kept
     late: bool | None = None        # None: the LMS does not say
     submitted_at: datetime | None = None
     kind: str = "file"              # "file" or "receipt"
@@ -65,25 +66,32 @@ class Entry:
 
 
 # --------------------------------------------------------------------------- file names per LMS
-CANVAS = re.compile(r"^(?P<name>[^_/]+?)_(?:(?P<late>LATE)_)?(?P<user>\d+)_(?P<submission>\d+)_(?P<file>.+)$")
-CANVAS_RESUBMITTED = re.compile(r"^(?P<stem>.+)-(?P<n>\d+)(?P<ext>\.[^.]+)$")
+CANVAS = re.compile(r"^(?P<name>[^_/]+?)_(?:(?P<late>LATE)_)?(?P<user>\d+)_(?P<attachment>\d+)_(?P<file>.+)$")
+# Canvas renames an upload whose name the student used before: file-1.ext, file-2.ext, ... and after
+# 8 of them file-<uuid>.ext
+CANVAS_RENAMED = re.compile(r"^(?P<stem>.+)-(?P<n>\d+|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+                            r"(?P<ext>\.[^.]+)$")
 MOODLE = re.compile(r"^(?P<name>.+)_(?P<user>\d+)_assignsubmission_(?:file|onlinetext)_(?P<rest>.*)$")
 BLACKBOARD = re.compile(r"^(?P<assignment>.+?)_(?P<user>[A-Za-z0-9.@-]+)_attempt_"
                         r"(?P<date>\d{4}-\d{2}-\d{2}-\d{2}-\d{2}-\d{2})(?:_(?P<file>.+)|\.txt)$")
 
 
-def parse_canvas(member: str, info: zipfile.ZipInfo, notebook: str) -> Entry | None:
+def parse_canvas(member: str, info: zipfile.ZipInfo, notebook: str, users: set[str]) -> Entry | None:
+    """Canvas's download holds each student's latest submission; a notebook renamed by Canvas
+    (``dice_iou-1.ipynb``: the student had uploaded a file of that name before) is the notebook,
+    and of several the one uploaded last is kept."""
     match = CANVAS.match(PurePosixPath(member).name)
     if not match:
         return None
-    filename, attempt = match["file"], 0
-    resubmitted = CANVAS_RESUBMITTED.match(filename)
-    if resubmitted and resubmitted["stem"] + resubmitted["ext"] == notebook:
-        filename, attempt = notebook, int(resubmitted["n"])
-    return Entry(member, match["user"], match["name"], filename, (attempt,), late=bool(match["late"]))
+    filename, version = match["file"], (0, 0)
+    renamed = CANVAS_RENAMED.match(filename)
+    if renamed and renamed["stem"] + renamed["ext"] == notebook:
+        n = renamed["n"]
+        filename, version = notebook, ((1, int(n)) if n.isdigit() else (2, 0))  # the uuid comes after -8
+    return Entry(member, match["user"], match["name"], filename, version=version, late=bool(match["late"]))
 
 
-def parse_moodle(member: str, info: zipfile.ZipInfo, notebook: str) -> Entry | None:
+def parse_moodle(member: str, info: zipfile.ZipInfo, notebook: str, users: set[str]) -> Entry | None:
     first, _, rest = member.partition("/")
     match = MOODLE.match(first)
     if not match:
@@ -91,31 +99,50 @@ def parse_moodle(member: str, info: zipfile.ZipInfo, notebook: str) -> Entry | N
     filename = rest if rest else match["rest"]  # a folder per participant, or a prefix per file
     if not filename:
         return None
-    # Moodle stores each file's upload time as the member's time (local time of the server)
-    return Entry(member, match["user"], match["name"], filename, (), submitted_at=datetime(*info.date_time))
+    # Moodle stores each file's upload time as the member's time (the server's local time: --lms-timezone)
+    return Entry(member, match["user"], match["name"], filename, submitted_at=datetime(*info.date_time))
 
 
-def parse_blackboard(member: str, info: zipfile.ZipInfo, notebook: str) -> Entry | None:
+def parse_blackboard(member: str, info: zipfile.ZipInfo, notebook: str, users: set[str]) -> Entry | None:
+    """A username may hold ``_``: with a roster, the username is the roster's that the name
+    spells out before ``_attempt_`` (the longest); without one, the part before it with no ``_``."""
     match = BLACKBOARD.match(PurePosixPath(member).name)
     if not match:
         return None
-    when = datetime.strptime(match["date"], "%Y-%m-%d-%H-%M-%S")
+    user = match["user"]
+    head = PurePosixPath(member).name.split("_attempt_")[0]
+    spelled = [u for u in users if head.endswith("_" + u)]
+    if spelled:
+        user = max(spelled, key=len)
+    when = datetime.strptime(match["date"], "%Y-%m-%d-%H-%M-%S")  # the server's local time: --lms-timezone
     if not match["file"]:
-        return Entry(member, match["user"], "", "", (when,), submitted_at=when, kind="receipt")
-    return Entry(member, match["user"], "", match["file"], (when,), submitted_at=when)
+        return Entry(member, user, "", "", (when,), submitted_at=when, kind="receipt")
+    return Entry(member, user, "", match["file"], (when,), submitted_at=when)
+
+
+NBGRADER_TIME = "%Y-%m-%d %H:%M:%S.%f %Z"
 
 
 def parse_nbgrader(assignment: str):
-    def parse(member: str, info: zipfile.ZipInfo, notebook: str) -> Entry | None:
+    def parse(member: str, info: zipfile.ZipInfo, notebook: str, users: set[str]) -> Entry | None:
         parts = PurePosixPath(member).parts
         if parts and parts[0] == "submitted":
             parts = parts[1:]
         if len(parts) < 3 or parts[1] != assignment:
             return None
-        if parts[-1] == "timestamp.txt" and len(parts) == 3:
-            return None  # nbgrader's own: kept from the time it records, below
-        return Entry(member, parts[0], "", "/".join(parts[2:]), ())
+        return Entry(member, parts[0], "", "/".join(parts[2:]))
     return parse
+
+
+def _nbgrader_time(data: bytes) -> datetime | None:
+    """The time in nbgrader's ``timestamp.txt`` (UTC), or None when it is not one."""
+    text = data.decode(errors="replace").strip()
+    for fmt in (NBGRADER_TIME, "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%d %H:%M:%S"):
+        try:
+            return datetime.strptime(text.replace(" UTC", "") if "%Z" not in fmt else text, fmt).replace(tzinfo=None)
+        except ValueError:
+            continue
+    return None
 
 
 # --------------------------------------------------------------------------- rosters
@@ -199,14 +226,22 @@ def _unpacked(entry: Entry, data: bytes, depth: int = 1) -> list[tuple[str, byte
 
 
 def collect(assignment: str, notebook: str, download: Path, lms: str, out: Path, roster: Path | None = None,
-            due: datetime | None = None) -> Collected:
-    """The download into ``out/<student>/<assignment>/`` (nbgrader's submitted/ layout) and
-    ``out/collect.csv``; see the module's docstring."""
+            due: datetime | None = None, lms_timezone: str = "UTC") -> Collected:
+    """The download into ``out/<student>/<assignment>/`` (nbgrader's submitted/ layout) and its
+    report (:func:`report_file`); see the module's docstring. ``due`` is UTC; the times the LMS
+    wrote are in ``lms_timezone`` (its server's zone)."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     if lms not in LMS_NAMES:
         raise CollectError(f"--lms: one of {', '.join(LMS_NAMES)}, not {lms!r}")
+    try:
+        zone = ZoneInfo(lms_timezone)
+    except (ZoneInfoNotFoundError, ValueError) as err:
+        raise CollectError(f"--lms-timezone: {lms_timezone!r} is not a time zone (like Europe/Berlin)") from err
     parse = {"canvas": parse_canvas, "moodle": parse_moodle, "blackboard": parse_blackboard,
              "nbgrader": parse_nbgrader(assignment)}[lms]
     mapping = read_lms_roster(roster, lms) if roster else None
+    users = set(mapping or ())
     try:
         archive = zipfile.ZipFile(download)
     except (zipfile.BadZipFile, OSError) as err:
@@ -222,7 +257,7 @@ def collect(assignment: str, notebook: str, download: Path, lms: str, out: Path,
 
     with archive:
         for member, info, data in _members(archive):
-            entry = parse(member, info, notebook)
+            entry = parse(member, info, notebook, users)
             if entry is None:
                 report(Entry(member), "unmatched", reason=f"not a {lms} submission's file name")
                 continue
@@ -230,9 +265,16 @@ def collect(assignment: str, notebook: str, download: Path, lms: str, out: Path,
                 report(entry, "refused", reason="larger than a whole submission may be")
                 continue
             entry.data = data
-            if due is not None and entry.submitted_at is not None:
-                entry.late = entry.submitted_at > due
+            if entry.submitted_at is not None:  # the LMS's local time, in UTC
+                entry.submitted_at = entry.submitted_at.replace(tzinfo=zone).astimezone(timezone.utc).replace(tzinfo=None)
             entries.append(entry)
+    if lms == "nbgrader":  # nbgrader's own record of the hand-in time dates the student's files
+        stamps = {e.lms_user: _nbgrader_time(e.data) for e in entries if e.filename == "timestamp.txt"}
+        for entry in entries:
+            entry.submitted_at = stamps.get(entry.lms_user) or entry.submitted_at
+    for entry in entries:
+        if due is not None and entry.submitted_at is not None:
+            entry.late = entry.submitted_at > due
     # each LMS id to a student id
     by_student: dict[str, list[Entry]] = {}
     for entry in entries:
@@ -255,13 +297,18 @@ def collect(assignment: str, notebook: str, download: Path, lms: str, out: Path,
             continue
         receipts = [e for e in own if e.kind == "receipt"]
         files = [e for e in own if e.kind == "file"]
-        latest = max((e.attempt for e in files), default=())
-        kept = [e for e in files if e.attempt == latest]
+        latest = max((e.attempt for e in files), default=())  # the latest attempt's files
+        newest = {}  # and of each file name, the last upload
+        for entry in files:
+            if entry.attempt == latest:
+                newest[entry.filename] = max(newest.get(entry.filename, entry.version), entry.version)
+        kept = [e for e in files if e.attempt == latest and e.version == newest[e.filename]]
         for entry in receipts:
             report(entry, "receipt", student, "the LMS's record of an attempt, not a file")
         for entry in files:
-            if entry.attempt != latest:
-                report(entry, "superseded", student, "a later submission is kept")
+            if entry not in kept:
+                report(entry, "superseded", student, "a later attempt is kept" if entry.attempt != latest
+                       else f"a later upload of {entry.filename} is kept")
         target = out / student / assignment
         names: dict[str, Entry] = {}
         staged: list[tuple[str, bytes, Entry]] = []
@@ -313,11 +360,14 @@ def report_file(out: Path, assignment: str) -> Path:
 
 
 def parse_due(text: str) -> datetime:
-    """``--due``: an ISO date and time (UTC unless it says otherwise), compared in UTC."""
+    """``--due``: an ISO date and time (UTC unless it says otherwise), compared in UTC; a date
+    alone means the end of that day."""
     try:
         value = datetime.fromisoformat(text)
     except ValueError as err:
         raise CollectError(f"--due: expected an ISO date like 2026-12-01T23:59, got {text!r}") from err
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text.strip()):
+        value = value.replace(hour=23, minute=59, second=59, microsecond=999999)
     return value.astimezone(timezone.utc).replace(tzinfo=None) if value.tzinfo else value
 
 
@@ -334,12 +384,21 @@ def _canvas_column(header: list[str], assignment: str, title: str) -> str | None
 CANVAS_FIXED = ("Student", "ID", "SIS User ID", "SIS Login ID", "Section")
 
 
-def canvas_csv(db_url: str, roster: Path, target: Path, titles: dict[str, str] | None = None) -> Path:
+@dataclass
+class CanvasExport:
+    path: Path
+    not_in_roster: list[str]      # students of the gradebook the roster lacks: not exported
+    pending: list[str]            # assignment/student with manual grading left: cells left empty
+
+
+def canvas_csv(db_url: str, roster: Path, target: Path, columns: dict[str, str] | None = None) -> CanvasExport:
     """A CSV that Canvas's gradebook import takes: Canvas's own columns from its gradebook
-    export (``roster``), a "Points Possible" row, and a column per assignment of the gradebook
-    (the export's column of the same title where it has one, so Canvas updates that one; else a
-    new column, which Canvas offers to create). Students are matched by SIS Login ID (or SIS User
-    ID); a student without a submission gets an empty cell, which Canvas leaves as it was."""
+    export (``roster``), a "Points Possible" row, and a column per assignment of the gradebook:
+    the export's column named after the assignment (Canvas writes "Title (id)"), or the one
+    ``columns`` names for it, so that Canvas updates that one; else a new column, which Canvas
+    offers to create. A student is matched by SIS Login ID, SIS User ID or Canvas ID (what
+    ``collect`` used without a roster). A score is nbgrader's, less its late penalty; a
+    submission with manual grading left, or none, gets an empty cell, which Canvas leaves as it was."""
     from nbgrader.api import Gradebook
 
     try:
@@ -353,25 +412,37 @@ def canvas_csv(db_url: str, roster: Path, target: Path, titles: dict[str, str] |
     if missing:
         raise CollectError(f"roster {roster}: not Canvas's gradebook export (no {', '.join(missing)} column)")
     students = [r for r in rows if r.get("Student", "").strip() not in ("Points Possible", "") and r.get("ID")]
-    titles = titles or {}
+    columns = columns or {}
+    unknown = [c for c in columns.values() if c not in header]
+    if unknown:
+        raise CollectError(f"roster {roster}: no column {', '.join(map(repr, unknown))}")
+    names, points, scores, pending, graded = [], [], [], [], set()
     with Gradebook(db_url) as gb:
-        assignments = sorted(gb.assignments, key=lambda a: a.name)
-        columns, points, scores = [], [], []
-        for a in assignments:
-            columns.append(_canvas_column(header, a.name, titles.get(a.name, a.name)) or titles.get(a.name, a.name))
+        for a in sorted(gb.assignments, key=lambda a: a.name):
+            names.append(columns.get(a.name) or _canvas_column(header, a.name, a.name) or a.name)
             points.append(f"{a.max_score:g}")
-            scores.append({s.student.id: s.score for s in a.submissions})
+            final = {}
+            for sub in a.submissions:
+                graded.add(sub.student.id)
+                if sub.needs_manual_grade:
+                    pending.append(f"{a.name}/{sub.student.id}")
+                else:
+                    final[sub.student.id] = sub.score - (sub.late_submission_penalty or 0.0)
+            scores.append(final)
     fixed = [c for c in CANVAS_FIXED if c in header]
+    matched = set()
     target.parent.mkdir(parents=True, exist_ok=True)
     with open(target, "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f, quoting=csv.QUOTE_MINIMAL, lineterminator="\n")
-        writer.writerow([*fixed, *columns])
+        writer.writerow([*fixed, *names])
         writer.writerow(["    Points Possible", *[""] * (len(fixed) - 1), *points])
         for row in students:
-            student = (row.get("SIS Login ID") or row.get("SIS User ID") or "").strip()
+            ids = [row.get(c, "").strip() for c in ("SIS Login ID", "SIS User ID", "ID")]
+            student = next((i for i in ids if i and i in graded), "")
+            matched.add(student)
             cells = [f"{by[student]:g}" if student in by else "" for by in scores]
             writer.writerow([row.get(c, "") for c in fixed] + cells)
-    return target
+    return CanvasExport(target, sorted(graded - matched), sorted(pending))
 
 
 def question_csv(db_url: str, target: Path) -> Path:

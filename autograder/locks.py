@@ -5,7 +5,7 @@ folders) would interleave their journals, files and gradebook writes: the harnes
 single-writer guarantee holds per run. :func:`exclusive_run` takes an exclusive
 ``flock`` on ``<out>/.autograder/run.lock`` and on a lock file of the gradebook (beside an
 SQLite file; for a server URL, in ``~/.cache/autograder/locks``, which covers runs on this
-host). The kernel releases a flock when its holder dies, so a killed run never leaves a
+host; on PostgreSQL also an advisory lock in the server, which covers every host). The kernel releases a flock when its holder dies, so a killed run never leaves a
 stale lock behind.
 """
 
@@ -66,10 +66,39 @@ def _flock(path: Path, what: str, wait: bool, poll: float = 1.0) -> Iterator[Non
         os.close(fd)  # releases the lock
 
 
+RUN_LOCK = int.from_bytes(b"autograd", "big") & (2**63 - 1)  # pg_advisory_lock's key of a grading run
+
+
+@contextlib.contextmanager
+def _server_lock(db_url: str, wait: bool, poll: float = 1.0) -> Iterator[None]:
+    """On a PostgreSQL gradebook, a session advisory lock held for the run: it covers runs on
+    other hosts, which the lock file under ``~/.cache`` cannot; the server releases it when the
+    run's connection closes, also when the run is killed."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.pool import NullPool
+
+    if make_url(db_url).get_backend_name() != "postgresql":
+        yield
+        return
+    engine = create_engine(db_url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            while not conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": RUN_LOCK}).scalar():
+                if not wait:
+                    raise RunLocked("another run is grading into the same gradebook (its PostgreSQL server holds "
+                                    "the run's lock); wait for it to end, or pass --wait to start once it has")
+                time.sleep(poll)
+            conn.commit()
+            yield
+    finally:
+        engine.dispose()
+
+
 @contextlib.contextmanager
 def exclusive_run(out: Path, db_url: str, wait: bool = False) -> Iterator[None]:
     """Hold the locks of ``out`` and of the gradebook for the duration of a run; raises
     :class:`RunLocked` at once when another run holds one (or waits, with ``wait``)."""
     with _flock(Path(out) / ".autograder" / "run.lock", str(out), wait), \
-            _flock(gradebook_lock_path(db_url), "the same gradebook", wait):
+            _flock(gradebook_lock_path(db_url), "the same gradebook", wait), _server_lock(db_url, wait):
         yield

@@ -63,6 +63,7 @@ class Task:
     enforcement: str = ""      # how the kernel was limited (ENFORCEMENTS)
     violation: str = ""        # the last limit the kernel hit
     host: str = ""             # the machine that graded it (where not this one: a cluster's worker)
+    worker: str = ""           # the Dask worker that graded it (autograder.cluster); "" for the local pool
 
     @property
     def student(self) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -35,9 +36,9 @@ DICE = "03_dice_iou"
 KINDS = {"ada": "complete", "bo": "partial", "cy": "untouched"}
 
 
-def _start(cmd: list[str], log: Path, env: dict | None = None) -> subprocess.Popen:
+def _start(cmd: list[str], log: Path, env: dict | None = None, cwd: Path = ROOT) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env or os.environ.copy(),
-                            cwd=ROOT, start_new_session=True)
+                            cwd=cwd, start_new_session=True)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -91,7 +92,8 @@ def scheduler(tmp_path_factory):
     base = tmp_path_factory.mktemp("dask")
     file = base / "scheduler.json"
     proc = _start([sys.executable, "-m", "distributed.cli.dask_scheduler", "--scheduler-file", str(file),
-                   "--host", "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0"], base / "scheduler.log")
+                   "--host", "127.0.0.1", "--port", "0", "--dashboard-address", "127.0.0.1:0"], base / "scheduler.log",
+                  cwd=base)  # outside the course: a scheduler needs the environment, not the course
     _wait_for(lambda: file.exists() and file.read_text(), 60, "the scheduler's file")
     yield {"address": f"scheduler-file:{file}", "base": base}
     _stop(proc)
@@ -99,10 +101,12 @@ def scheduler(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster_batch(scheduler, postgres, tmp_path_factory):
-    """The class graded on the cluster into a PostgreSQL gradebook (its password in PGPASSFILE
-    only), a worker killed mid-batch; then the local pool grades one of the notebooks into SQLite."""
+    """The class graded on the cluster into a PostgreSQL gradebook, a worker killed mid-batch;
+    then the local pool grades one of the notebooks into SQLite. The gradebook's URL holds its
+    password and reaches the harness as nbgrader's $NBGRADER_DB_URL (never a command line)."""
     base = tmp_path_factory.mktemp("cluster-batch")
     db_url = postgres.create_database("cluster")
+    secret_url = db_url.replace(f"{postgres.user}@", f"{postgres.user}:{postgres.password}@")
     folder = write_class(base / "class", DICE, KINDS)
     (folder / "eve.ipynb").write_text('{"cells": [')  # refused by the client: no worker sees it
     # two workers for this course, without nannies (a killed worker stays dead) ...
@@ -121,9 +125,11 @@ def cluster_batch(scheduler, postgres, tmp_path_factory):
             client.wait_for_workers(3, timeout=120)
         out = base / "out"
         cmd = [sys.executable, "-m", "autograder.cli", "grade", DICE, str(folder), "--out", str(out),
-               "--cluster", scheduler["address"], "--no-progress", "--db", db_url,
+               "--cluster", scheduler["address"], "--no-progress",
                *[f"--param={k}={v!r}" for k, v in SMALL_PARAMETERS[DICE].items()]]
-        run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        env = {k: v for k, v in os.environ.items() if k != "PGPASSFILE"}  # the URL's password, nothing else
+        run = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                               env=dict(env, NBGRADER_DB_URL=secret_url))
         # kill a worker while it grades: its kernel is running, nothing of it recorded yet
         def grading_worker():
             for worker in _dask_workers(workers):
@@ -148,7 +154,7 @@ def cluster_batch(scheduler, postgres, tmp_path_factory):
             parameters=SMALL_PARAMETERS[DICE], progress=False))
         yield {"out": out, "returncode": run.returncode, "stdout": stdout, "stderr": stderr, "left": left,
                "local": local, "local_db": sqlite_url(local_out / "gradebook.db"), "local_out": local_out,
-               "db_url": db_url, "password": postgres.password, "base": base}
+               "db_url": db_url, "password": postgres.password, "base": base, "workers_pid": workers.pid}
     finally:
         _stop(workers)
         _stop(stranger)
@@ -162,6 +168,11 @@ def test_a_cluster_grades_the_class_once_each_as_the_local_pool_does(cluster_bat
     assert rows["eve"]["status"] == "invalid" and "not valid JSON" in rows["eve"]["reason"]
     assert all(rows[s]["status"] == "graded" for s in KINDS), rows
     assert all(rows[s]["host"] == socket.gethostname() and rows[s]["device"] == "cpu" for s in KINDS), rows
+    # graded by the course's two workers (autograder worker's names), never by the stranger
+    workers = {rows[s]["worker"] for s in KINDS}
+    ours = re.compile(rf".+-{cluster_batch['workers_pid']}-cpu-[01]")
+    assert workers and all(ours.fullmatch(w) for w in workers), workers
+    assert not rows["eve"]["worker"]  # refused by the client, before any worker
     cluster_grades = _grades(cluster_batch["db_url"])
     local_grades = _grades(cluster_batch["local_db"])
     assert local_grades and {k: v for k, v in cluster_grades.items() if k[0] == "ada"} == local_grades

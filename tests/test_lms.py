@@ -70,6 +70,7 @@ def test_canvas_download_keeps_the_latest_resubmission_flags_late_ones_and_repor
         "doejane_12345_678_dice_iou.ipynb": _notebook("jane first"),
         "doejane_12345_678_dice_iou-1.ipynb": _notebook("jane second"),  # Canvas's resubmission suffix
         "doejane_12345_678_dice_iou-2.ipynb": _notebook("jane third"),
+        "doejane_12345_679_helper.py": b"def helper(): pass\n",  # another file of the same submission
         "smithbob_LATE_23456_789_dice_iou.ipynb": _notebook("bob late"),
         "leeann_34567_790_handin.zip": _inner_zip({
             "dice_iou.ipynb": _notebook("ann zipped"), "data/extra.txt": b"extra",
@@ -84,6 +85,7 @@ def test_canvas_download_keeps_the_latest_resubmission_flags_late_ones_and_repor
     result = lms.collect(DICE, NAME, download, "canvas", out, roster)
     assert sorted(result.students) == ["alee", "bsmith", "jdoe"]
     assert _marker(out / "jdoe" / DICE) == "jane third"
+    assert (out / "jdoe" / DICE / "helper.py").is_file()  # a file beside the notebook is never superseded by it
     assert (out / "alee" / DICE / "data" / "extra.txt").read_bytes() == b"extra"
     assert (out / "alee" / DICE / "notes.md").read_bytes() == b"nested twice"
     rows = _rows(out)
@@ -115,9 +117,12 @@ def test_moodle_download_maps_participants_through_the_grading_worksheet_and_dat
         "Jane Doe_111_assignsubmission_file_/figure.png": b"png",
         "Bob Smith_222_assignsubmission_file_dice_iou.ipynb": _notebook("bob"),  # a prefix, not a folder
         "Eve Stranger_333_assignsubmission_file_/dice_iou.ipynb": _notebook("eve"),
-    }, times={"Bob Smith_222_assignsubmission_file_dice_iou.ipynb": (2026, 12, 3, 8, 30, 0)})
+    }, times={"Bob Smith_222_assignsubmission_file_dice_iou.ipynb": (2026, 12, 3, 8, 30, 0),
+              "Jane Doe_111_assignsubmission_file_/dice_iou.ipynb": (2026, 12, 3, 0, 30, 0)})
     out = tmp_path / "submitted"
-    result = lms.collect(DICE, NAME, download, "moodle", out, roster, due=lms.parse_due("2026-12-02T23:59"))
+    # the server's clock is Berlin's (UTC+1 in December): jane's 00:30 is 23:30 UTC on the due date
+    result = lms.collect(DICE, NAME, download, "moodle", out, roster, due=lms.parse_due("2026-12-02"),
+                         lms_timezone="Europe/Berlin")
     assert sorted(result.students) == ["bsmith", "jdoe"]
     assert (out / "jdoe" / DICE / "figure.png").read_bytes() == b"png"
     rows = _rows(out)
@@ -125,7 +130,9 @@ def test_moodle_download_maps_participants_through_the_grading_worksheet_and_dat
     assert rows["Jane Doe_111_assignsubmission_file_/dice_iou.ipynb"]["late"] == "no"
     assert rows["Eve Stranger_333_assignsubmission_file_/dice_iou.ipynb"]["status"] == "unmatched"
     # nbgrader's record of the hand-in time, which its late penalty reads
-    assert (out / "bsmith" / DICE / "timestamp.txt").read_text().startswith("2026-12-03 08:30:00")
+    assert (out / "bsmith" / DICE / "timestamp.txt").read_text().startswith("2026-12-03 07:30:00")  # in UTC
+    with pytest.raises(lms.CollectError, match="not a time zone"):
+        lms.collect(DICE, NAME, download, "moodle", tmp_path / "again", roster, lms_timezone="Mars/Olympus")
 
 
 def test_blackboard_download_keeps_the_latest_attempt_and_reports_receipts(tmp_path):
@@ -135,10 +142,14 @@ def test_blackboard_download_keeps_the_latest_attempt_and_reports_receipts(tmp_p
         "Dice_jdoe_attempt_2026-12-03-09-00-00_dice_iou.ipynb": _notebook("second attempt"),
         "Dice_bsmith_attempt_2026-12-01-11-00-00_dice_iou.ipynb": _notebook("bob"),
         "Dice_bsmith_attempt_2026-12-01-11-00-00_broken.zip": b"PK not really a zip",
+        "Dice_john_smith_attempt_2026-12-01-12-00-00_dice_iou.ipynb": _notebook("john"),  # '_' in a username
     })
+    roster = tmp_path / "bb.csv"
+    roster.write_text("Last Name,First Name,Username\nDoe,Jane,jdoe\nSmith,Bob,bsmith\nSmith,John,john_smith\n")
     out = tmp_path / "submitted"
-    result = lms.collect(DICE, NAME, download, "blackboard", out, due=datetime(2026, 12, 2, 23, 59))
-    assert sorted(result.students) == ["jdoe"]
+    result = lms.collect(DICE, NAME, download, "blackboard", out, roster, due=datetime(2026, 12, 2, 23, 59))
+    assert sorted(result.students) == ["jdoe", "john_smith"]
+    assert _marker(out / "john_smith" / DICE) == "john"
     assert _marker(out / "jdoe" / DICE) == "second attempt"
     rows = _rows(out)
     assert rows["Dice_jdoe_attempt_2026-12-01-10-00-00_dice_iou.ipynb"]["status"] == "superseded"
@@ -154,15 +165,16 @@ def test_nbgrader_layout_and_the_command_line(tmp_path):
     download = _zip(tmp_path / "nbgrader.zip", {
         f"submitted/jdoe/{DICE}/{NAME}": _notebook("jane"),
         f"bsmith/{DICE}/{NAME}": _notebook("bob"),
-        f"bsmith/{DICE}/timestamp.txt": b"2026-12-01 10:00:00.000000 UTC",
+        f"bsmith/{DICE}/timestamp.txt": b"2026-12-03 10:00:00.000000 UTC",
         "bsmith/01_pyramids_vs_fpn/pyramids_vs_fpn.ipynb": b"{}",
         f"../../{DICE}/evil.ipynb": b"x",
     })
     out = tmp_path / "submitted"
     run = subprocess.run([sys.executable, "-m", "autograder.cli", "collect", DICE, str(download), "--lms", "nbgrader",
-                          "--out", str(out)], capture_output=True, text=True, cwd=ROOT, timeout=120)
+                          "--out", str(out), "--due", "2026-12-02"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert run.returncode == 0, run.stderr
-    assert "collected 2 submission(s)" in run.stdout and "unmatched" in run.stderr
+    assert "collected 2 submission(s)" in run.stdout and "(1 late" in run.stdout and "unmatched" in run.stderr
+    assert (out / "bsmith" / DICE / "timestamp.txt").read_text().startswith("2026-12-03 10:00:00")  # nbgrader's, kept
     assert _marker(out / "jdoe" / DICE) == "jane" and _marker(out / "bsmith" / DICE) == "bob"
     rows = _rows(out)
     assert rows["bsmith/01_pyramids_vs_fpn/pyramids_vs_fpn.ipynb"]["status"] == "unmatched"
@@ -185,9 +197,12 @@ def _gradebook(path: Path) -> str:
         gb.add_grade_cell("test_dice", "dice_iou", DICE, max_score=20, cell_type="code")
         gb.add_grade_cell("answer_dice", "dice_iou", DICE, max_score=5, cell_type="markdown")
         for student, first, last, auto, manual in (("jdoe", "Jane", "Doe", 17.5, 4.0),
-                                                   ("bsmith", "Bob", "Smith", 20.0, None)):
+                                                   ("bsmith", "Bob", "Smith", 20.0, None),
+                                                   ("ghost", "Not", "Enrolled", 3.0, 1.0)):
             gb.add_student(student, first_name=first, last_name=last)
-            gb.add_submission(DICE, student)
+            submission = gb.add_submission(DICE, student)
+            if student == "jdoe":  # handed in late: nbgrader's penalty comes off the exported score
+                submission.notebooks[0].late_submission_penalty = 1.5
             test = gb.find_grade("test_dice", "dice_iou", DICE, student)
             test.auto_score, test.needs_manual_grade = auto, False
             answer = gb.find_grade("answer_dice", "dice_iou", DICE, student)
@@ -200,8 +215,12 @@ def test_canvas_export_matches_the_golden_file(tmp_path):
     roster = tmp_path / "canvas.csv"
     roster.write_text(CANVAS_ROSTER)
     url = _gradebook(tmp_path / "gradebook.db")
-    written = lms.canvas_csv(url, roster, tmp_path / "canvas-grades.csv")
+    export = lms.canvas_csv(url, roster, tmp_path / "canvas-grades.csv")
+    written = export.path
     assert written.read_text() == (GOLDEN / "canvas-grades.csv").read_text()
+    assert export.pending == [f"{DICE}/bsmith"] and export.not_in_roster == ["ghost"]
+    renamed = lms.canvas_csv(url, roster, tmp_path / "named.csv", {DICE: "Dice and IoU (5555)"})
+    assert renamed.path.read_text().splitlines()[0].endswith(",Dice and IoU (5555)")
     questions = lms.question_csv(url, tmp_path / "grades-by-question.csv")
     assert questions.read_text() == (GOLDEN / "grades-by-question.csv").read_text()
     with open(written, newline="") as f:  # what Canvas reads back: names with commas stay one cell

@@ -72,3 +72,17 @@ def test_plain_nbgrader_autogrades_and_exports_with_a_postgres_gradebook(postgre
         assert conn.execute("SELECT count(*) FROM submitted_assignment").fetchone()[0] == 1
     assert not (course / "gradebook.db").exists()
     assert "PGPASSWORD" not in os.environ
+
+
+def test_a_second_run_into_the_same_postgres_gradebook_from_another_host_is_refused(postgres, tmp_path, monkeypatch):
+    from autograder.locks import RunLocked, exclusive_run
+
+    url = postgres.create_database("locked")
+    with exclusive_run(tmp_path / "out-a", url):
+        # another host: its own folders and its own ~/.cache, so only the server can tell
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "other-host-cache"))
+        with pytest.raises(RunLocked, match="PostgreSQL server"):
+            with exclusive_run(tmp_path / "out-b", url):
+                pass
+    with exclusive_run(tmp_path / "out-b", url):  # released when the first run ended
+        pass
