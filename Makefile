@@ -38,14 +38,17 @@ help:
 
 install: $(STAMP) sandbox browser postgres
 
+# apt-get install $(1), as root or with passwordless sudo, where apt-get exists (apt-get update only if needed)
+APT_INSTALL = if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -qq $(1) >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq $(1) >/dev/null; }; \
+	  elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+	    sudo apt-get install -y -qq $(1) >/dev/null 2>&1 || { sudo apt-get update -qq && sudo apt-get install -y -qq $(1) >/dev/null; }; \
+	  fi
+
 # bubblewrap confines the student kernels while grading (autograder/sandbox.py)
 sandbox:
 	@command -v bwrap >/dev/null 2>&1 || { \
-	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    apt-get install -y -qq bubblewrap >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq bubblewrap; }; \
-	  elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
-	    sudo apt-get install -y -qq bubblewrap || { sudo apt-get update -qq && sudo apt-get install -y -qq bubblewrap; }; \
-	  fi; \
+	  $(call APT_INSTALL,bubblewrap); \
 	  command -v bwrap >/dev/null 2>&1 || { echo "bubblewrap (bwrap) is needed to sandbox student kernels and could not be installed: install the 'bubblewrap' package (apt, dnf, pacman) or set AUTOGRADER_SANDBOX=off for trusted notebooks only." >&2; exit 1; }; }
 
 # Debian's Chromium for the browser tests (tests/test_browser.py), driven by Playwright: Playwright's own
@@ -53,11 +56,7 @@ sandbox:
 CHROMIUM_FOUND = command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || [ -n "$$CHROMIUM" ]
 browser:
 	@$(CHROMIUM_FOUND) || { \
-	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; \
-	  elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
-	    sudo apt-get install -y -qq chromium >/dev/null 2>&1 || { sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null; }; \
-	  fi; \
+	  $(call APT_INSTALL,chromium); \
 	  $(CHROMIUM_FOUND) || echo "warning: Chromium could not be installed (Debian's 'chromium' package; or set CHROMIUM=/path/to/chromium): the browser tests will be skipped." >&2; }
 
 # Debian's PostgreSQL server for the tests of a PostgreSQL gradebook (tests/postgres.py starts its own
@@ -65,11 +64,7 @@ browser:
 POSTGRES_FOUND = ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1
 postgres:
 	@$(POSTGRES_FOUND) || { \
-	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	    apt-get install -y -qq postgresql >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql >/dev/null; }; \
-	  elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
-	    sudo apt-get install -y -qq postgresql >/dev/null 2>&1 || { sudo apt-get update -qq && sudo apt-get install -y -qq postgresql >/dev/null; }; \
-	  fi; \
+	  $(call APT_INSTALL,postgresql); \
 	  $(POSTGRES_FOUND) || echo "warning: PostgreSQL could not be installed (Debian's 'postgresql' package): the PostgreSQL gradebook tests will be skipped." >&2; }
 
 $(STAMP): pyproject.toml
