@@ -174,7 +174,7 @@ class ClusterExecutor(Executor):
     def expected_rules(self, opts: GradingOptions) -> str:
         key = (opts.assignment, str(opts.course_root))
         if key not in self._rules:
-            self._rules[key] = rules_digest(source_digest(opts.assignment), opts.course_root)
+            self._rules[key] = assignment_rules(opts.assignment, opts.course_root)
         return self._rules[key]
 
     def grading_workers(self) -> list[str]:
@@ -382,10 +382,15 @@ class GradingWorker(WorkerPlugin):
             return self.outs[token]
 
 
+def assignment_rules(assignment: str, course_root: str | Path) -> str:
+    """The rules digest of one assignment, as this process would grade it (client and worker compare them)."""
+    return rules_digest(source_digest(assignment), Path(course_root))
+
+
 def worker_rules(assignments: list[str], course_root: str) -> dict:
     """On a worker: the rules digest it would grade each assignment by, and its host."""
     return {"host": socket.gethostname(),
-            "rules": {a: rules_digest(source_digest(a), Path(course_root)) for a in assignments}}
+            "rules": {a: assignment_rules(a, course_root) for a in assignments}}
 
 
 def grade_on_worker(step, task: Task, opts: GradingOptions, expected: str, token: str, plugin: str,
@@ -396,8 +401,7 @@ def grade_on_worker(step, task: Task, opts: GradingOptions, expected: str, token
     worker = get_worker()
     state: GradingWorker = worker.plugins[plugin]
     host = socket.gethostname()
-    rules = rules_digest(source_digest(opts.assignment), opts.course_root)
-    if rules != expected:  # the client retires this worker and sends the task elsewhere
+    if assignment_rules(opts.assignment, opts.course_root) != expected:  # the client retires this worker and sends the task elsewhere
         return {"refused": worker.address, "fields": {"status": "error", "graded": False, "host": host,
                 "worker": str(worker.name), "reason": (
                     f"refused by worker {worker.name} on {host}: it grades by other rules (its harness, course "

@@ -198,7 +198,7 @@ def _members(archive: zipfile.ZipFile):
         yield info.filename, info, (archive.read(info) if info.file_size <= MAX_SUBMISSION_BYTES else None)
 
 
-def _unpacked(entry: Entry, data: bytes, depth: int = 1) -> list[tuple[str, bytes]] | str:
+def _unpacked(data: bytes, depth: int = 1) -> list[tuple[str, bytes]] | str:
     """A student's zip, as (relative path, bytes) of its files; or why it cannot be."""
     try:
         inner = zipfile.ZipFile(io.BytesIO(data))
@@ -214,7 +214,7 @@ def _unpacked(entry: Entry, data: bytes, depth: int = 1) -> list[tuple[str, byte
                 return "its zip unpacks past the size limit"
             content = inner.read(info)
             if info.filename.lower().endswith(".zip") and depth < MAX_NESTING:
-                nested = _unpacked(entry, content, depth + 1)
+                nested = _unpacked(content, depth + 1)
                 if isinstance(nested, str):
                     return nested
                 files += [(str(path.parent / name) if str(path.parent) != "." else name, d) for name, d in nested]
@@ -315,7 +315,7 @@ def collect(assignment: str, notebook: str, download: Path, lms: str, out: Path,
         problem = ""
         for entry in kept:
             if entry.filename.lower().endswith(".zip"):
-                unpacked = _unpacked(entry, entry.data)
+                unpacked = _unpacked(entry.data)
                 if isinstance(unpacked, str):
                     problem = f"{entry.member}: {unpacked}"
                     break
